@@ -1,0 +1,16 @@
+//! End-to-end trainable retrieval-augmented generation: the crate users mean by "a RAG model".
+//!
+//! It composes [`rag_retriever`], [`rag_index`], [`rag_generator`] and [`rag_losses`], driven by
+//! [`rag_trainer`]. This crate will hold (issue "rag"): `RagModel` (question → query vectors →
+//! top-K passages and exact stored vectors → differentiable doc scores → generator on B·K rows →
+//! loss), the RAG-Token, RAG-Sequence and RA-DIT training tasks, RAG-Token / RAG-Sequence
+//! (thorough and fast) / REPLUG ensemble decoding with provenance, whole-model checkpoints and HF
+//! RAG checkpoint loading, and the generated datasets of the embedded default.
+//!
+//! It picks no backend: the leaf (xtask, benches, tests) does.
+
+pub use rag_generator;
+pub use rag_index;
+pub use rag_losses;
+pub use rag_retriever;
+pub use rag_trainer;
