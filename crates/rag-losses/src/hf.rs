@@ -21,7 +21,7 @@ use burn::tensor::{Int, Tensor, activation::log_softmax, backend::Backend};
 
 use crate::config::{GeneratorOutput, Reduction, check_smoothing};
 use crate::error::{LossError, Result};
-use crate::ops::{VocabLogProbs, check_ids, doc_index, reduce};
+use crate::ops::{VocabLogProbs, doc_index, reduce};
 use crate::rag::{
     RagDims, check_rag_inputs, marginalize_sequences, rag_token_core, split_docs,
 };
@@ -88,7 +88,8 @@ fn prepare<B: Backend>(
             reason: "must be a token id inside the vocabulary (HF gathers it at padded positions)",
         });
     }
-    check_ids("target", &target, vocab)?;
+    // `check_rag_inputs` range-checks the shifted ids: every id that is gathered (HF never
+    // scores the first column either).
     let shifted = shift_left(target, options.pad_id);
     let dims = check_rag_inputs(&generator, doc_scores, &shifted)?;
     Ok((generator, shifted, dims))
