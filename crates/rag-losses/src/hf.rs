@@ -21,9 +21,9 @@ use burn::tensor::{Int, Tensor, activation::log_softmax, backend::Backend};
 
 use crate::config::{GeneratorOutput, Reduction, check_smoothing};
 use crate::error::{LossError, Result};
-use crate::ops::{VocabLogProbs, doc_index, reduce};
+use crate::ops::{VocabLogProbs, check_ids, doc_index, ignored_per_doc, reduce};
 use crate::rag::{
-    RagDims, check_rag_inputs, marginalize_sequences, rag_token_core, split_docs,
+    RagDims, check_rag_shapes, marginalize_sequences, rag_token_core, split_docs,
 };
 
 /// The arguments of HF's `get_nll` besides the tensors.
@@ -88,10 +88,11 @@ fn prepare<B: Backend>(
             reason: "must be a token id inside the vocabulary (HF gathers it at padded positions)",
         });
     }
-    // `check_rag_inputs` range-checks the shifted ids: every id that is gathered (HF never
-    // scores the first column either).
+    // Ids are checked as the user passed them, so an error names their position (the shifted
+    // copy holds the same ids one column to the left, plus the pad id checked above).
+    check_ids("target", &target, vocab)?;
     let shifted = shift_left(target, options.pad_id);
-    let dims = check_rag_inputs(&generator, doc_scores, &shifted)?;
+    let dims = check_rag_shapes(&generator, doc_scores, &shifted)?;
     Ok((generator, shifted, dims))
 }
 
@@ -134,11 +135,7 @@ pub fn rag_sequence_get_nll<B: Backend>(
         vocab,
     } = dims;
     let counted = shifted.clone().not_equal_elem(options.pad_id);
-    let ignored = counted
-        .clone()
-        .bool_not()
-        .unsqueeze_dim::<3>(1)
-        .repeat_dim(1, docs);
+    let ignored = ignored_per_doc(counted.clone(), docs);
     let doc_log_prior = log_softmax(doc_scores, 1).reshape([batch, docs, 1]);
     // Quirk 2: the prior joins the token scores at shifted position 1 only.
     let with_prior_at_1 = |per_token: Tensor<B, 3>, prior: Tensor<B, 3>| -> Tensor<B, 3> {

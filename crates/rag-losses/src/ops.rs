@@ -98,6 +98,14 @@ pub(crate) fn doc_index<B: Backend>(target: Tensor<B, 2, Int>, n_docs: usize) ->
         .unsqueeze_dim::<4>(3)
 }
 
+/// The positions that count nothing, `[B, T]` → `[B, K, T]` (the same for every document).
+pub(crate) fn ignored_per_doc<B: Backend>(
+    counted: Tensor<B, 2, Bool>,
+    n_docs: usize,
+) -> Tensor<B, 3, Bool> {
+    counted.bool_not().unsqueeze_dim::<3>(1).repeat_dim(1, n_docs)
+}
+
 /// Combines per-example losses `[B]`; `tokens` is the mask of target tokens that count, for
 /// [`Reduction::TokenMean`] (losses without tokens refuse that reduction before calling this).
 pub(crate) fn reduce<B: Backend>(

@@ -7,7 +7,9 @@ use burn::tensor::{Bool, Int, Tensor, activation::log_softmax, backend::Backend}
 
 use crate::config::NllConfig;
 use crate::error::{LossError, Result};
-use crate::ops::{VocabLogProbs, check_ids, check_shape, doc_index, logsumexp, reduce};
+use crate::ops::{
+    VocabLogProbs, check_ids, check_shape, doc_index, ignored_per_doc, logsumexp, reduce,
+};
 
 /// Views a generator output laid out `[B·K, T, V]` (rows `b·K + k`, as HF's RAG produces it) as
 /// `[B, K, T, V]`.
@@ -32,7 +34,9 @@ pub(crate) struct RagDims {
     pub vocab: usize,
 }
 
-pub(crate) fn check_rag_inputs<B: Backend>(
+/// Checks the shapes of a RAG input (ids are range-checked by the caller, on the tensor the user
+/// passed, so an error names the position they know).
+pub(crate) fn check_rag_shapes<B: Backend>(
     generator: &Tensor<B, 4>,
     doc_scores: &Tensor<B, 2>,
     target: &Tensor<B, 2, Int>,
@@ -42,13 +46,27 @@ pub(crate) fn check_rag_inputs<B: Backend>(
     check_shape("generator", &generator.dims(), &named)?;
     check_shape("doc_scores", &doc_scores.dims(), &[('B', batch), ('K', docs)])?;
     check_shape("target", &target.dims(), &[('B', batch), ('T', len)])?;
-    check_ids("target", target, vocab)?;
     Ok(RagDims {
         batch,
         docs,
         len,
         vocab,
     })
+}
+
+/// Everything the aligned API checks before computing: options, shapes, the mask, the ids.
+fn check_aligned<B: Backend>(
+    generator: &Tensor<B, 4>,
+    doc_scores: &Tensor<B, 2>,
+    target: &Tensor<B, 2, Int>,
+    target_mask: &Tensor<B, 2, Bool>,
+    config: &NllConfig,
+) -> Result<RagDims> {
+    config.validate()?;
+    let dims = check_rag_shapes(generator, doc_scores, target)?;
+    check_shape("target_mask", &target_mask.dims(), &[('B', dims.batch), ('T', dims.len)])?;
+    check_ids("target", target, dims.vocab)?;
+    Ok(dims)
 }
 
 /// RAG-Token: `−log p(y|x) = −Σ_t m_t · log Σ_z p(z|x) p(y_t | x, z, y_<t)`.
@@ -70,9 +88,7 @@ pub fn rag_token_nll<B: Backend>(
     target_mask: Tensor<B, 2, Bool>,
     config: &NllConfig,
 ) -> Result<Tensor<B, 1>> {
-    config.validate()?;
-    let dims = check_rag_inputs(&generator, &doc_scores, &target)?;
-    check_shape("target_mask", &target_mask.dims(), &[('B', dims.batch), ('T', dims.len)])?;
+    let dims = check_aligned(&generator, &doc_scores, &target, &target_mask, config)?;
     let per_example = rag_token_core(
         VocabLogProbs::new(generator, config.input),
         doc_scores,
@@ -147,17 +163,11 @@ pub fn rag_sequence_nll<B: Backend>(
     target_mask: Tensor<B, 2, Bool>,
     config: &NllConfig,
 ) -> Result<Tensor<B, 1>> {
-    config.validate()?;
-    let dims = check_rag_inputs(&generator, &doc_scores, &target)?;
-    check_shape("target_mask", &target_mask.dims(), &[('B', dims.batch), ('T', dims.len)])?;
+    let dims = check_aligned(&generator, &doc_scores, &target, &target_mask, config)?;
     let RagDims { batch, docs, .. } = dims;
     let epsilon = config.label_smoothing;
     let log_probs = VocabLogProbs::new(generator, config.input);
-    let ignored = target_mask
-        .clone()
-        .bool_not()
-        .unsqueeze_dim::<3>(1)
-        .repeat_dim(1, docs);
+    let ignored = ignored_per_doc(target_mask.clone(), docs);
     let per_doc_sum = |per_token: Tensor<B, 3>| -> Tensor<B, 2> {
         per_token
             .mask_fill(ignored.clone(), 0.0)

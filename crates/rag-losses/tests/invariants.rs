@@ -246,6 +246,17 @@ fn bad_inputs_are_named_errors() {
     let e = rag_losses::split_docs(floats::<Cpu, 3>(&[0.0; 36], [3, 3, 4]), 2).unwrap_err();
     assert!(e.to_string().contains("K=2"), "{e}");
 
+    // HF's entry point shifts the target inside; the error still names the user's position.
+    let hf_target = ints::<Cpu, 2>(&[0, 5, 2], [1, 3]);
+    let e = rag_losses::hf::rag_token_get_nll(
+        floats::<Cpu, 3>(&[0.0; 24], [2, 3, 4]),
+        scores.clone(),
+        hf_target,
+        &rag_losses::hf::HfNllOptions::new(1),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("token id 5 at flat position 1"), "{e}");
+
     let e = lsr_loss(scores.clone(), scores.clone(), &LsrConfig::new().with_reduction(Reduction::TokenMean)).unwrap_err();
     assert!(e.to_string().contains("reduction"), "{e}");
     let e = lsr_loss(scores.clone(), scores, &LsrConfig::new().with_lm_temperature(0.0)).unwrap_err();
