@@ -1,0 +1,389 @@
+//! Approximate search on usearch's HNSW graph, with exact scores from an f32 side store.
+//!
+//! usearch (Vardanian, <https://github.com/unum-cloud/usearch>) keeps the graph and its own copy of
+//! the vectors, possibly quantized to f16 or i8. This crate keeps the f32 vectors beside it, so the
+//! hits' vectors and scores are exact whatever the storage: usearch proposes `k × rerank`
+//! candidates, they are rescored on the f32 vectors and the best `k` are returned.
+//!
+//! Quirks handled here:
+//! - usearch's `IndexOptions::default()` is cosine with bf16 storage; the metric and scalar kind are
+//!   always set from [`HnswConfig`].
+//! - i8 storage normalizes every vector to unit length before quantizing (usearch's
+//!   `cast_to_i8_gt`), so under the inner-product metric the graph ranks by direction only; exact
+//!   rescoring restores the inner product among the candidates, and a `rerank` of 2–4 recovers the
+//!   rest when vectors are not normalized.
+//! - Every batch and every file is validated before a byte reaches the C++ side.
+
+use std::path::Path;
+
+use rayon::prelude::*;
+use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
+
+use crate::error::{IndexError, Result, usearch_err};
+use crate::index::{Header, IndexKind, VectorIndex, read_index_file, read_table, write_index_file};
+use crate::progress;
+use crate::vectors::{Candidate, Metric, SearchResults, VectorTable, check_queries, sort_best_first};
+
+/// How usearch stores the vectors it searches on (the f32 side store is kept in every case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Storage {
+    /// 4 bytes per component.
+    F32,
+    /// IEEE half precision, 2 bytes per component.
+    F16,
+    /// 1 byte per component, after usearch scales each vector to unit length.
+    I8,
+}
+
+impl Storage {
+    fn code(self) -> u8 {
+        match self {
+            Storage::F32 => 1,
+            Storage::F16 => 2,
+            Storage::I8 => 3,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        match code {
+            1 => Some(Storage::F32),
+            2 => Some(Storage::F16),
+            3 => Some(Storage::I8),
+            _ => None,
+        }
+    }
+
+    fn scalar_kind(self) -> ScalarKind {
+        match self {
+            Storage::F32 => ScalarKind::F32,
+            Storage::F16 => ScalarKind::F16,
+            Storage::I8 => ScalarKind::I8,
+        }
+    }
+}
+
+impl std::str::FromStr for Storage {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" => Ok(Storage::F32),
+            "f16" => Ok(Storage::F16),
+            "i8" => Ok(Storage::I8),
+            other => Err(format!("unknown storage `{other}` (expected f32, f16 or i8)")),
+        }
+    }
+}
+
+/// The parameters of an [`HnswIndex`]. The defaults are usearch's graph defaults with this crate's
+/// metric (inner product) and storage (f32).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HnswConfig {
+    /// The similarity to rank by.
+    pub metric: Metric,
+    /// How usearch stores vectors.
+    pub storage: Storage,
+    /// Edges per node (HNSW's `M`); more is slower to build and more accurate.
+    pub connectivity: usize,
+    /// Candidate list size while inserting (`efConstruction`).
+    pub expansion_add: usize,
+    /// Candidate list size while searching (`ef`); can be changed after building.
+    pub expansion_search: usize,
+    /// Candidates fetched per requested hit before exact rescoring (`k × rerank`).
+    pub rerank: usize,
+}
+
+impl Default for HnswConfig {
+    fn default() -> Self {
+        Self {
+            metric: Metric::InnerProduct,
+            storage: Storage::F32,
+            connectivity: 16,
+            expansion_add: 128,
+            expansion_search: 64,
+            rerank: 1,
+        }
+    }
+}
+
+impl HnswConfig {
+    fn check(&self) -> Result<()> {
+        let positive = |field: &'static str, v: usize| {
+            if v == 0 {
+                Err(IndexError::InvalidOption { field, value: "0".into(), reason: "must be at least 1".into() })
+            } else {
+                Ok(())
+            }
+        };
+        positive("expansion_add", self.expansion_add)?;
+        positive("expansion_search", self.expansion_search)?;
+        positive("rerank", self.rerank)?;
+        if self.connectivity < 2 {
+            return Err(IndexError::InvalidOption {
+                field: "connectivity",
+                value: self.connectivity.to_string(),
+                reason: "must be at least 2".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn options(&self, dim: usize) -> IndexOptions {
+        IndexOptions {
+            dimensions: dim,
+            metric: match self.metric {
+                Metric::InnerProduct => MetricKind::IP,
+                Metric::Cosine => MetricKind::Cos,
+            },
+            quantization: self.storage.scalar_kind(),
+            connectivity: self.connectivity,
+            expansion_add: self.expansion_add,
+            expansion_search: self.expansion_search,
+            multi: false,
+        }
+    }
+}
+
+/// usearch's HNSW graph plus the exact f32 vectors of every id.
+pub struct HnswIndex {
+    config: HnswConfig,
+    table: VectorTable,
+    index: Index,
+}
+
+impl std::fmt::Debug for HnswIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HnswIndex")
+            .field("config", &self.config)
+            .field("dim", &self.table.dim())
+            .field("len", &self.table.len())
+            .finish()
+    }
+}
+
+impl HnswIndex {
+    /// An empty index of `dim`-dimensional vectors.
+    pub fn new(dim: usize, config: HnswConfig) -> Result<Self> {
+        config.check()?;
+        if dim == 0 || u32::try_from(dim).is_err() {
+            return Err(IndexError::InvalidOption {
+                field: "dim",
+                value: dim.to_string(),
+                reason: "must be between 1 and 2^32 - 1".into(),
+            });
+        }
+        let index = Index::new(&config.options(dim)).map_err(usearch_err)?;
+        Ok(Self { config, table: VectorTable::new(dim, config.metric), index })
+    }
+
+    /// The index's parameters.
+    pub fn config(&self) -> &HnswConfig {
+        &self.config
+    }
+
+    /// Changes the search-time candidate list size (`ef`): larger is slower and more accurate.
+    pub fn set_expansion_search(&mut self, expansion: usize) -> Result<()> {
+        if expansion == 0 {
+            return Err(IndexError::InvalidOption {
+                field: "expansion_search",
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        self.index.change_expansion_search(expansion);
+        self.config.expansion_search = expansion;
+        Ok(())
+    }
+
+    /// Changes how many candidates per hit are rescored exactly.
+    pub fn set_rerank(&mut self, rerank: usize) -> Result<()> {
+        if rerank == 0 {
+            return Err(IndexError::InvalidOption { field: "rerank", value: "0".into(), reason: "must be at least 1".into() });
+        }
+        self.config.rerank = rerank;
+        Ok(())
+    }
+
+    /// Bytes held by usearch (graph and its copy of the vectors), without the f32 side store.
+    pub fn graph_bytes(&self) -> usize {
+        self.index.memory_usage()
+    }
+
+    fn threads() -> usize {
+        rayon::current_num_threads() + 1
+    }
+
+    pub(crate) fn from_file(path: &Path, header: Header, bytes: &[u8]) -> Result<Self> {
+        let storage = Storage::from_code(header.scalar)
+            .ok_or_else(|| IndexError::corrupt(path, format!("unknown storage scalar code {}", header.scalar)))?;
+        let (table, mut r) = read_table(path, &header, bytes)?;
+        let max = u32::MAX as u64;
+        let config = HnswConfig {
+            metric: header.metric,
+            storage,
+            connectivity: r.len("connectivity", max)?,
+            expansion_add: r.len("expansion_add", max)?,
+            expansion_search: r.len("expansion_search", max)?,
+            rerank: r.len("rerank", max)?,
+        };
+        config.check().map_err(|e| IndexError::corrupt(path, e.to_string()))?;
+        let blob_len = r.len("graph_len", bytes.len() as u64)?;
+        let blob = r.take(blob_len, "graph")?;
+        r.finish()?;
+
+        // The checksum has passed; still check usearch's own header against ours before loading.
+        let meta = Index::metadata_from_buffer(blob).map_err(|e| IndexError::corrupt(path, format!("graph header: {e}")))?;
+        let opts = config.options(header.dim);
+        if meta.dimensions != header.dim as u64
+            || meta.metric != opts.metric
+            || meta.quantization != opts.quantization
+            || meta.multi
+            || meta.count_present != header.count as u64
+        {
+            return Err(IndexError::corrupt(
+                path,
+                format!(
+                    "graph header (dim {}, metric {:?}, scalar {:?}, {} vectors) disagrees with the file header (dim {}, {}, {:?}, {} vectors)",
+                    meta.dimensions, meta.metric, meta.quantization, meta.count_present, header.dim, header.metric, storage, header.count
+                ),
+            ));
+        }
+        let index = Index::new(&opts).map_err(usearch_err)?;
+        index.load_from_buffer(blob).map_err(|e| IndexError::corrupt(path, format!("graph: {e}")))?;
+        index.reserve_capacity_and_threads(index.capacity().max(table.len()), Self::threads()).map_err(usearch_err)?;
+        index.change_expansion_search(config.expansion_search);
+        index.change_expansion_add(config.expansion_add);
+        if index.size() != table.len() {
+            return Err(IndexError::corrupt(path, format!("graph holds {} vectors, the side store {}", index.size(), table.len())));
+        }
+        if let Some(&id) = table.ids().iter().find(|&&id| !index.contains(id)) {
+            return Err(IndexError::corrupt(path, format!("id {id} is in the side store but not in the graph")));
+        }
+        Ok(Self { config, table, index })
+    }
+}
+
+impl VectorIndex for HnswIndex {
+    fn dim(&self) -> usize {
+        self.table.dim()
+    }
+
+    fn metric(&self) -> Metric {
+        self.table.metric()
+    }
+
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    fn vector(&self, id: u64) -> Option<&[f32]> {
+        self.table.vector(id)
+    }
+
+    fn add(&mut self, ids: &[u64], vectors: &[f32]) -> Result<()> {
+        self.table.check_batch(ids, vectors, false)?;
+        let needed = self.index.size() + ids.len();
+        if needed > self.index.capacity() {
+            // Grow geometrically so that repeated small adds stay amortized O(1).
+            let capacity = needed.max(self.index.capacity() + self.index.capacity() / 2);
+            self.index.reserve_capacity_and_threads(capacity, Self::threads()).map_err(usearch_err)?;
+        }
+        let dim = self.table.dim();
+        let bar = progress::items_bar(ids.len() as u64, "building HNSW graph");
+        let index = &self.index;
+        let failed = ids
+            .par_iter()
+            .zip(vectors.par_chunks_exact(dim))
+            .map(|(&id, v)| {
+                let r = index.add(id, v).map_err(usearch_err);
+                bar.inc(1);
+                r.err().map(|e| (id, e))
+            })
+            .find_any(Option::is_some)
+            .flatten();
+        bar.finish_and_clear();
+        if let Some((id, e)) = failed {
+            // Leave the index as it was: take back whatever this batch managed to insert.
+            for &id in ids {
+                if self.index.contains(id) {
+                    let _ = self.index.remove(id);
+                }
+            }
+            return Err(IndexError::Usearch(format!("adding id {id}: {e}")));
+        }
+        self.table.push(ids, vectors);
+        Ok(())
+    }
+
+    fn remove(&mut self, ids: &[u64]) -> Result<usize> {
+        let mut removed = 0;
+        for &id in ids {
+            if self.table.row_of(id).is_some() {
+                self.index.remove(id).map_err(usearch_err)?;
+                self.table.remove(id);
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    fn search(&self, queries: &[f32], k: usize) -> Result<SearchResults> {
+        let dim = self.table.dim();
+        let (n_queries, queries) = check_queries(dim, self.table.metric(), queries, k)?;
+        let mut out = SearchResults::padded(n_queries, k, dim);
+        if self.table.len() == 0 || n_queries == 0 {
+            return Ok(out);
+        }
+        let wanted = k.saturating_mul(self.config.rerank).min(self.table.len());
+        let hits: Vec<Vec<Candidate>> = queries
+            .par_chunks_exact(dim)
+            .map(|q| {
+                let matches = self.index.search(q, wanted).map_err(usearch_err)?;
+                let mut hits: Vec<Candidate> = matches
+                    .keys
+                    .iter()
+                    .filter_map(|&id| {
+                        let row = self.table.row_of(id)?;
+                        Some(Candidate { score: self.table.score(q, row), id, row })
+                    })
+                    .collect();
+                sort_best_first(&mut hits);
+                hits.truncate(k);
+                Ok(hits)
+            })
+            .collect::<Result<_>>()?;
+        for (q, h) in hits.iter().enumerate() {
+            out.fill(q, h, &self.table);
+        }
+        Ok(out)
+    }
+
+    fn save(&self, path: &Path) -> Result<()> {
+        let header = Header {
+            kind: IndexKind::Hnsw,
+            metric: self.metric(),
+            scalar: self.config.storage.code(),
+            dim: self.dim(),
+            count: self.len(),
+        };
+        let mut blob = vec![0u8; self.index.serialized_length()];
+        self.index.save_to_buffer(&mut blob).map_err(usearch_err)?;
+        write_index_file(path, header, &self.table, |w| {
+            for v in [self.config.connectivity, self.config.expansion_add, self.config.expansion_search, self.config.rerank] {
+                w.put_u64(v as u64)?;
+            }
+            w.put_u64(blob.len() as u64)?;
+            w.put(&blob)
+        })
+    }
+
+    fn load(path: &Path) -> Result<Self> {
+        let (header, bytes) = read_index_file(path, Some(IndexKind::Hnsw))?;
+        Self::from_file(path, header, &bytes)
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.table.bytes() + self.index.memory_usage()
+    }
+}
