@@ -8,10 +8,11 @@
 //! Quirks handled here:
 //! - usearch's `IndexOptions::default()` is cosine with bf16 storage; the metric and scalar kind are
 //!   always set from [`HnswConfig`].
-//! - i8 storage normalizes every vector to unit length before quantizing (usearch's
-//!   `cast_to_i8_gt`), so under the inner-product metric the graph ranks by direction only; exact
-//!   rescoring restores the inner product among the candidates, and a `rerank` of 2–4 recovers the
-//!   rest when vectors are not normalized.
+//! - usearch's own f32 → i8 cast scales every vector to unit length (`cast_to_i8_gt`), which keeps
+//!   cosine rankings but turns an inner-product index into a cosine one. Under the inner-product
+//!   metric this crate quantizes itself instead, with one scale for the whole index (`127 / max|x|`
+//!   of the first batch added; later values beyond it are clamped), so i8 dot products stay
+//!   proportional to the f32 ones. Each query gets its own scale, which does not change a ranking.
 //! - Every batch and every file is validated before a byte reaches the C++ side.
 
 use std::path::Path;
@@ -32,7 +33,8 @@ pub enum Storage {
     F32,
     /// IEEE half precision, 2 bytes per component.
     F16,
-    /// 1 byte per component, after usearch scales each vector to unit length.
+    /// 1 byte per component: under the inner-product metric with one scale for the whole index,
+    /// under cosine after usearch scales each vector to unit length.
     I8,
 }
 
@@ -150,6 +152,8 @@ pub struct HnswIndex {
     config: HnswConfig,
     table: VectorTable,
     index: Index,
+    /// `127 / max|x|` of the first batch, when this crate quantizes to i8 itself (inner product).
+    i8_scale: Option<f32>,
 }
 
 impl std::fmt::Debug for HnswIndex {
@@ -174,7 +178,31 @@ impl HnswIndex {
             });
         }
         let index = Index::new(&config.options(dim)).map_err(usearch_err)?;
-        Ok(Self { config, table: VectorTable::new(dim, config.metric), index })
+        Ok(Self { config, table: VectorTable::new(dim, config.metric), index, i8_scale: None })
+    }
+
+    /// Whether vectors are quantized to i8 here rather than by usearch.
+    fn own_i8(&self) -> bool {
+        self.config.storage == Storage::I8 && self.config.metric == Metric::InnerProduct
+    }
+
+    fn add_one(&self, id: u64, v: &[f32]) -> Result<()> {
+        match self.i8_scale.filter(|_| self.own_i8()) {
+            Some(scale) => self.index.add(id, &quantize(v, scale)),
+            None => self.index.add(id, v),
+        }
+        .map_err(usearch_err)
+    }
+
+    fn search_one(&self, q: &[f32], count: usize) -> Result<usearch::ffi::Matches> {
+        if self.own_i8() {
+            let max = q.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let scale = if max > 0.0 { 127.0 / max } else { 1.0 };
+            self.index.search(&quantize(q, scale), count)
+        } else {
+            self.index.search(q, count)
+        }
+        .map_err(usearch_err)
     }
 
     /// The index's parameters.
@@ -227,6 +255,11 @@ impl HnswIndex {
             expansion_search: r.len("expansion_search", max)?,
             rerank: r.len("rerank", max)?,
         };
+        let scale_bits = r.u64("i8_scale")?;
+        let i8_scale = (scale_bits != 0).then(|| f32::from_bits(scale_bits as u32));
+        if i8_scale.is_some_and(|s| !(s.is_finite() && s > 0.0)) {
+            return Err(IndexError::corrupt(path, format!("field `i8_scale` = {i8_scale:?} is not a positive number")));
+        }
         config.check().map_err(|e| IndexError::corrupt(path, e.to_string()))?;
         let blob_len = r.len("graph_len", bytes.len() as u64)?;
         let blob = r.take(blob_len, "graph")?;
@@ -260,8 +293,13 @@ impl HnswIndex {
         if let Some(&id) = table.ids().iter().find(|&&id| !index.contains(id)) {
             return Err(IndexError::corrupt(path, format!("id {id} is in the side store but not in the graph")));
         }
-        Ok(Self { config, table, index })
+        Ok(Self { config, table, index, i8_scale })
     }
+}
+
+/// Rounds `v × scale` to i8, clamping to ±127.
+fn quantize(v: &[f32], scale: f32) -> Vec<i8> {
+    v.iter().map(|&x| (x * scale).round().clamp(-127.0, 127.0) as i8).collect()
 }
 
 impl VectorIndex for HnswIndex {
@@ -290,13 +328,17 @@ impl VectorIndex for HnswIndex {
             self.index.reserve_capacity_and_threads(capacity, Self::threads()).map_err(usearch_err)?;
         }
         let dim = self.table.dim();
+        if self.own_i8() && self.i8_scale.is_none() && !ids.is_empty() {
+            let max = vectors.iter().fold(0f32, |m, x| m.max(x.abs()));
+            self.i8_scale = Some(if max > 0.0 { 127.0 / max } else { 1.0 });
+        }
         let bar = progress::items_bar(ids.len() as u64, "building HNSW graph");
-        let index = &self.index;
+        let this = &*self;
         let failed = ids
             .par_iter()
             .zip(vectors.par_chunks_exact(dim))
             .map(|(&id, v)| {
-                let r = index.add(id, v).map_err(usearch_err);
+                let r = this.add_one(id, v);
                 bar.inc(1);
                 r.err().map(|e| (id, e))
             })
@@ -339,7 +381,7 @@ impl VectorIndex for HnswIndex {
         let hits: Vec<Vec<Candidate>> = queries
             .par_chunks_exact(dim)
             .map(|q| {
-                let matches = self.index.search(q, wanted).map_err(usearch_err)?;
+                let matches = self.search_one(q, wanted)?;
                 let mut hits: Vec<Candidate> = matches
                     .keys
                     .iter()
@@ -373,6 +415,7 @@ impl VectorIndex for HnswIndex {
             for v in [self.config.connectivity, self.config.expansion_add, self.config.expansion_search, self.config.rerank] {
                 w.put_u64(v as u64)?;
             }
+            w.put_u64(self.i8_scale.map_or(0, |s| s.to_bits() as u64))?;
             w.put_u64(blob.len() as u64)?;
             w.put(&blob)
         })

@@ -29,7 +29,7 @@ use crate::vectors::{Metric, SearchResults, VectorTable, check_vectors};
 /// Batches are row-major: `vectors` holds `ids.len() × dim` values, `queries` holds
 /// `n_queries × dim`. Every method validates its input (width, finite values, known metric) and
 /// returns an [`IndexError`] instead of panicking.
-pub trait VectorIndex: Send + Sync {
+pub trait VectorIndex: Send + Sync + std::fmt::Debug {
     /// The vector dimension.
     fn dim(&self) -> usize;
 

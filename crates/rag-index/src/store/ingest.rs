@@ -246,7 +246,7 @@ impl StoreBuilder {
                 line.pop();
             }
             let parsed = match std::str::from_utf8(&line) {
-                Err(e) => Err(format!("invalid UTF-8 at byte {}", e.valid_up_to())),
+                Err(e) => Err(format!("invalid UTF-8 at byte {} of the line (0-based)", e.valid_up_to())),
                 Ok(s) => match format {
                     InputFormat::Jsonl if s.trim().is_empty() => continue,
                     InputFormat::Jsonl => parse_jsonl(s),
