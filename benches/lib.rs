@@ -19,3 +19,26 @@ pub fn copy_bandwidth_gbs(bytes: usize) -> f64 {
     }
     2.0 * (n * 4) as f64 / best / 1e9
 }
+
+/// Measured single-precision GEMM rate of this machine in GFLOP/s: every rayon thread multiplies
+/// its own pair of `n × n` matrices with the SGEMM kernel that `rag_index::FlatIndex` uses
+/// (matrixmultiply through ndarray, AVX2/FMA picked at run time); best of three rounds, counting
+/// `2n³` flops per product. This is the bound exact search is compared with.
+pub fn sgemm_gflops(n: usize) -> f64 {
+    use ndarray::{Array2, linalg::general_mat_mul};
+    use rayon::prelude::*;
+    let threads = rayon::current_num_threads();
+    let a = Array2::from_shape_fn((n, n), |(i, j)| ((i * 31 + j * 17) % 13) as f32 * 0.1);
+    let b = Array2::from_shape_fn((n, n), |(i, j)| ((i * 7 + j * 3) % 11) as f32 * 0.1);
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let start = Instant::now();
+        (0..threads).into_par_iter().for_each(|_| {
+            let mut c = Array2::<f32>::zeros((n, n));
+            general_mat_mul(1.0, &a, &b, 0.0, &mut c);
+            std::hint::black_box(&c);
+        });
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    (threads * 2 * n * n * n) as f64 / best / 1e9
+}

@@ -3,9 +3,13 @@
 //! - `train`: end-to-end training on the embedded default (arrives with the training issue).
 //! - `parity DIR [--component NAME]...`: checks the project against a fixture directory in the
 //!   format of `shared/fixtures/hf` and prints `COMPONENT: ok|FAIL max_abs_err=... max_rel_err=...`.
+//! - `ingest FILE... -o STORE`: builds a passage store from JSONL / DPR TSV corpus files.
+//! - `bench-index`: build time, QPS, recall@k and memory per vector of one index kind, as JSON.
 //!
 //! This leaf picks the hardware: the CPU backend (Burn's Flex) for now.
 
+mod bench_index;
+mod ingest;
 mod parity;
 mod train;
 
@@ -26,6 +30,10 @@ enum Command {
     Train(train::TrainArgs),
     /// Check the project against HuggingFace reference fixtures.
     Parity(parity::ParityArgs),
+    /// Build a passage store from corpus files (JSONL or DPR TSV).
+    Ingest(ingest::IngestArgs),
+    /// Measure an index kind: build time, queries/s, recall@k against exact search, bytes/vector.
+    BenchIndex(bench_index::BenchIndexArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +41,8 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Train(args) => train::run(args),
         Command::Parity(args) => parity::run(args),
+        Command::BenchIndex(args) => bench_index::run(args),
+        Command::Ingest(args) => ingest::run(args),
     };
     match outcome {
         Ok(code) => code,

@@ -94,3 +94,64 @@ fn train_explains_itself_and_exits_non_zero_until_the_trainer_lands() {
     assert!(err.contains("not implemented yet"), "{err}");
     assert!(err.contains("rag-token"), "{err}");
 }
+
+#[test]
+fn bench_index_prints_one_json_object() {
+    let out = xtask(&["bench-index", "--synthetic", "3000", "16", "--n-queries", "50", "--kind", "hnsw-f16", "--k", "5"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON object");
+    assert_eq!(v["n"], 3000);
+    assert_eq!(v["kind"], "HnswF16");
+    let recall = v["recall_at_k"].as_f64().unwrap();
+    assert!(recall > 0.9 && recall <= 1.0, "{recall}");
+    for field in ["build_seconds", "queries_per_second", "bytes_per_vector"] {
+        assert!(v[field].as_f64().unwrap() > 0.0, "{field}");
+    }
+}
+
+#[test]
+fn bench_index_reads_fvecs_and_names_a_bad_file() {
+    let dir = std::env::temp_dir().join(format!("rag-xtask-fvecs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let data: Vec<f32> = (0..200 * 8).map(|i| ((i * 37) % 101) as f32 / 101.0).collect();
+    rag_index::write_fvecs(&dir.join("base.fvecs"), 8, &data).unwrap();
+    rag_index::write_fvecs(&dir.join("q.fvecs"), 8, &data[..10 * 8]).unwrap();
+    let (base, q) = (dir.join("base.fvecs"), dir.join("q.fvecs"));
+    let out = xtask(&["bench-index", "--base", base.to_str().unwrap(), "--queries", q.to_str().unwrap(), "--kind", "flat"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["n"].as_u64(), v["n_queries"].as_u64(), v["recall_at_k"].as_f64()), (Some(200), Some(10), Some(1.0)));
+
+    std::fs::write(&q, b"\x08\x00\x00\x00\x00").unwrap();
+    let out = xtask(&["bench-index", "--base", base.to_str().unwrap(), "--queries", q.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("q.fvecs: record 0: truncated"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn ingest_builds_a_store_and_reports_skips() {
+    let dir = std::env::temp_dir().join(format!("rag-xtask-ingest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tsv = dir.join("psgs.tsv");
+    std::fs::write(&tsv, "id\ttext\ttitle\n1\tone two three four five\tA\n2\t\tB\nbad line\n").unwrap();
+    let store = dir.join("p.rps");
+    let out = xtask(&["ingest", tsv.to_str().unwrap(), "-o", store.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("psgs.tsv:4: 1 tab-separated fields, the header has 3"), "{err}");
+    assert!(!store.exists());
+
+    let out = xtask(&[
+        "ingest", tsv.to_str().unwrap(), "-o", store.to_str().unwrap(), "--skip-malformed", "--chunk-words", "2",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["passages"], 3);
+    let report = &v["inputs"][0]["report"];
+    assert_eq!((report["skipped_malformed"].as_u64(), report["skipped_empty"].as_u64()), (Some(1), Some(1)));
+    let store = rag_index::PassageStore::open(&store).unwrap();
+    assert_eq!(store.get(2).unwrap().unwrap().text, "five");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

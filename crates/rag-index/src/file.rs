@@ -187,12 +187,12 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn u64s(&mut self, n: usize, field: &str) -> Result<Vec<u64>> {
-        let bytes = self.take(n.checked_mul(8).unwrap_or(usize::MAX), field)?;
+        let bytes = self.take(n.saturating_mul(8), field)?;
         Ok(bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect())
     }
 
     pub(crate) fn f32s(&mut self, n: usize, field: &str) -> Result<Vec<f32>> {
-        let bytes = self.take(n.checked_mul(4).unwrap_or(usize::MAX), field)?;
+        let bytes = self.take(n.saturating_mul(4), field)?;
         Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect())
     }
 

@@ -75,7 +75,7 @@ pub fn write_fvecs(path: &Path, dim: usize, data: &[f32]) -> Result<()> {
         value: dim.to_string(),
         reason: "must be between 1 and 2^31 - 1".into(),
     })?;
-    if data.len() % dim != 0 {
+    if !data.len().is_multiple_of(dim) {
         return Err(IndexError::Width { what: "vectors", dim, found: data.len(), detail: String::new() });
     }
     let mut file = AtomicFile::create(path)?;

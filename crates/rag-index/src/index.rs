@@ -163,7 +163,6 @@ pub(crate) fn write_index_file(
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     h.update(&head[0..40]);
     let payload_digest = w.hasher.digest128();
-    drop(w);
     // Fold the streamed payload hash into the final checksum (hashing the 128-bit payload digest
     // after the header is as strong as hashing the payload itself for corruption detection).
     h.update(&payload_digest.to_le_bytes());

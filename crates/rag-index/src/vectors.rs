@@ -385,7 +385,7 @@ pub(crate) fn check_queries(dim: usize, metric: Metric, queries: &[f32], k: usiz
     if k == 0 {
         return Err(IndexError::InvalidOption { field: "k", value: "0".into(), reason: "must be at least 1".into() });
     }
-    if dim == 0 || queries.len() % dim != 0 {
+    if dim == 0 || !queries.len().is_multiple_of(dim) {
         return Err(IndexError::Width { what: "queries", dim, found: queries.len(), detail: String::new() });
     }
     let n = queries.len() / dim;
