@@ -146,16 +146,7 @@ impl StoreBuilder {
     }
 
     fn grow(&mut self) {
-        let mut slots = vec![0u32; self.slots.len() * 2];
-        let mask = (slots.len() - 1) as u64;
-        for (row, &id) in self.ids.iter().enumerate() {
-            let mut s = slot_of(id, mask);
-            while slots[s] != 0 {
-                s = (s + 1) & mask as usize;
-            }
-            slots[s] = row as u32 + 1;
-        }
-        self.slots = slots;
+        self.slots = hash_table(&self.ids, self.slots.len() * 2);
     }
 
     /// Appends one passage; `id: None` takes the passage's row number. Returns the id, or
@@ -330,16 +321,7 @@ impl StoreBuilder {
         // Shrink the table to the smallest power of two at load factor <= 1/2.
         let slots = (2 * count).next_power_of_two().max(1);
         if slots != self.slots.len() {
-            let mut table = vec![0u32; slots];
-            let mask = (slots - 1) as u64;
-            for (row, &id) in self.ids.iter().enumerate() {
-                let mut s = slot_of(id, mask);
-                while table[s] != 0 {
-                    s = (s + 1) & mask as usize;
-                }
-                table[s] = row as u32 + 1;
-            }
-            self.slots = table;
+            self.slots = hash_table(&self.ids, slots);
         }
         let mut head = [0u8; HEADER_LEN];
         head[0..8].copy_from_slice(MAGIC);
@@ -365,6 +347,21 @@ impl StoreBuilder {
         self.file.commit()?;
         PassageStore::open(&path)
     }
+}
+
+/// The open-addressing table of `ids` (distinct) with `slots` slots (a power of two): `row + 1`
+/// per occupied slot, linear probing from `slot_of(id)`.
+fn hash_table(ids: &[u64], slots: usize) -> Vec<u32> {
+    let mut table = vec![0u32; slots];
+    let mask = (slots - 1) as u64;
+    for (row, &id) in ids.iter().enumerate() {
+        let mut s = slot_of(id, mask);
+        while table[s] != 0 {
+            s = (s + 1) & mask as usize;
+        }
+        table[s] = row as u32 + 1;
+    }
+    table
 }
 
 fn note(report: &mut IngestReport, path: &Path, line: u64, message: &str) {
