@@ -154,6 +154,43 @@ pub struct HnswIndex {
     index: Index,
     /// `127 / max|x|` of the first batch, when this crate quantizes to i8 itself (inner product).
     i8_scale: Option<f32>,
+    /// usearch serves at most `slots.total` concurrent calls (one search context each) and fails
+    /// the others; callers beyond that wait here instead (a large rayon pool, several user threads).
+    slots: ThreadSlots,
+}
+
+/// A counting semaphore over usearch's per-thread search contexts.
+#[derive(Debug)]
+struct ThreadSlots {
+    /// usearch's reserved thread count; never changes after construction.
+    total: usize,
+    free: std::sync::Mutex<usize>,
+    released: std::sync::Condvar,
+}
+
+struct SlotGuard<'a>(&'a ThreadSlots);
+
+impl ThreadSlots {
+    fn new(n: usize) -> Self {
+        Self { total: n, free: std::sync::Mutex::new(n), released: std::sync::Condvar::new() }
+    }
+
+    fn acquire(&self) -> SlotGuard<'_> {
+        // A poisoned lock only means another caller panicked; the count itself is still right.
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        while *free == 0 {
+            free = self.released.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        *free -= 1;
+        SlotGuard(self)
+    }
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.0.released.notify_one();
+    }
 }
 
 impl std::fmt::Debug for HnswIndex {
@@ -178,7 +215,7 @@ impl HnswIndex {
             });
         }
         let index = Index::new(&config.options(dim)).map_err(usearch_err)?;
-        Ok(Self { config, table: VectorTable::new(dim, config.metric), index, i8_scale: None })
+        Ok(Self { config, table: VectorTable::new(dim, config.metric), index, i8_scale: None, slots: ThreadSlots::new(Self::threads()) })
     }
 
     /// Whether vectors are quantized to i8 here rather than by usearch.
@@ -187,6 +224,7 @@ impl HnswIndex {
     }
 
     fn add_one(&self, id: u64, v: &[f32]) -> Result<()> {
+        let _slot = self.slots.acquire();
         match self.i8_scale.filter(|_| self.own_i8()) {
             Some(scale) => self.index.add(id, &quantize(v, scale)),
             None => self.index.add(id, v),
@@ -195,6 +233,7 @@ impl HnswIndex {
     }
 
     fn search_one(&self, q: &[f32], count: usize) -> Result<usearch::ffi::Matches> {
+        let _slot = self.slots.acquire();
         if self.own_i8() {
             let max = q.iter().fold(0f32, |m, x| m.max(x.abs()));
             let scale = if max > 0.0 { 127.0 / max } else { 1.0 };
@@ -238,8 +277,11 @@ impl HnswIndex {
         self.index.memory_usage()
     }
 
+    /// Concurrent usearch calls to reserve contexts for: rayon's threads (parallel add and search)
+    /// or the machine's cores, whichever is more.
     fn threads() -> usize {
-        rayon::current_num_threads() + 1
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        rayon::current_num_threads().max(cores)
     }
 
     pub(crate) fn from_file(path: &Path, header: Header, bytes: &[u8]) -> Result<Self> {
@@ -284,7 +326,8 @@ impl HnswIndex {
         }
         let index = Index::new(&opts).map_err(usearch_err)?;
         index.load_from_buffer(blob).map_err(|e| IndexError::corrupt(path, format!("graph: {e}")))?;
-        index.reserve_capacity_and_threads(index.capacity().max(table.len()), Self::threads()).map_err(usearch_err)?;
+        let slots = ThreadSlots::new(Self::threads());
+        index.reserve_capacity_and_threads(index.capacity().max(table.len()), slots.total).map_err(usearch_err)?;
         index.change_expansion_search(config.expansion_search);
         index.change_expansion_add(config.expansion_add);
         if index.size() != table.len() {
@@ -293,7 +336,7 @@ impl HnswIndex {
         if let Some(&id) = table.ids().iter().find(|&&id| !index.contains(id)) {
             return Err(IndexError::corrupt(path, format!("id {id} is in the side store but not in the graph")));
         }
-        Ok(Self { config, table, index, i8_scale })
+        Ok(Self { config, table, index, i8_scale, slots })
     }
 }
 
@@ -325,7 +368,7 @@ impl VectorIndex for HnswIndex {
         if needed > self.index.capacity() {
             // Grow geometrically so that repeated small adds stay amortized O(1).
             let capacity = needed.max(self.index.capacity() + self.index.capacity() / 2);
-            self.index.reserve_capacity_and_threads(capacity, Self::threads()).map_err(usearch_err)?;
+            self.index.reserve_capacity_and_threads(capacity, self.slots.total).map_err(usearch_err)?;
         }
         let dim = self.table.dim();
         if self.own_i8() && self.i8_scale.is_none() && !ids.is_empty() {

@@ -274,3 +274,26 @@ fn fvecs_round_trip_and_errors() {
     std::fs::write(&path, &other).unwrap();
     assert!(matches!(read_fvecs(&path, None).unwrap_err(), IndexError::Dimension { expected: 4, found: 3, .. }));
 }
+
+#[test]
+fn hnsw_serves_more_concurrent_callers_than_cores() {
+    let dim = 16;
+    let data = Clustered::new(dim, 8, 0.5, 21).sample(3000, 22);
+    let ids: Vec<u64> = (0..3000).collect();
+    let mut h = HnswIndex::new(dim, HnswConfig::default()).unwrap();
+    h.add(&ids, &data).unwrap();
+    let queries = Clustered::new(dim, 8, 0.5, 21).sample(64, 23);
+    let expected = h.search(&queries, 5).unwrap();
+    // A rayon pool of 16 threads runs 16 usearch searches at once, more than the index reserved
+    // contexts for (the machine's cores); the extra callers must wait, not fail.
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(16).build().unwrap();
+    for _ in 0..100 {
+        assert_eq!(pool.install(|| h.search(&queries, 5)).unwrap(), expected);
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8).map(|_| s.spawn(|| pool.install(|| h.search(&queries, 5)))).collect();
+        for handle in handles {
+            assert_eq!(handle.join().unwrap().unwrap(), expected);
+        }
+    });
+}
