@@ -25,12 +25,8 @@ fn bench_backend<AB: AutodiffBackend>(group: &mut BenchmarkGroup<'_, WallTime>, 
     AB::seed(&device, 7);
     let logits = Tensor::<AB, 4>::random([B, K, T, V], Distribution::Normal(0.0, 2.0), &device);
     let scores = Tensor::<AB, 2>::random([B, K], Distribution::Normal(0.0, 1.0), &device);
-    let target =
-        Tensor::<AB, 2, Int>::random([B, T], Distribution::Uniform(0.0, V as f64), &device);
-    let mask = Tensor::<AB, 2, Bool>::from_data(
-        burn::tensor::TensorData::new(vec![true; B * T], [B, T]),
-        &device,
-    );
+    let target = Tensor::<AB, 2, Int>::random([B, T], Distribution::Uniform(0.0, V as f64), &device);
+    let mask = Tensor::<AB, 2, Bool>::from_data(burn::tensor::TensorData::new(vec![true; B * T], [B, T]), &device);
     type Loss<AB> = fn(
         Tensor<AB, 4>,
         Tensor<AB, 2>,
@@ -44,9 +40,7 @@ fn bench_backend<AB: AutodiffBackend>(group: &mut BenchmarkGroup<'_, WallTime>, 
         ("rag_sequence", rag_sequence_nll::<AB>, 0.0),
     ];
     for (name, loss_fn, eps) in runs {
-        let config = NllConfig::new()
-            .with_label_smoothing(eps)
-            .with_reduction(Reduction::TokenMean);
+        let config = NllConfig::new().with_label_smoothing(eps).with_reduction(Reduction::TokenMean);
         group.bench_function(format!("{name}/{backend}"), |bencher| {
             bencher.iter(|| {
                 let logits = logits.clone().require_grad();

@@ -78,7 +78,8 @@ pub fn run(args: BenchIndexArgs) -> Result<std::process::ExitCode> {
     let (dim, base, queries, source) = match (&args.base, &args.queries, &args.synthetic) {
         (Some(b), Some(q), _) => {
             let base = read_fvecs(b, None).with_context(|| format!("reading base vectors {}", b.display()))?;
-            let queries = read_fvecs(q, Some(args.n_queries)).with_context(|| format!("reading queries {}", q.display()))?;
+            let queries =
+                read_fvecs(q, Some(args.n_queries)).with_context(|| format!("reading queries {}", q.display()))?;
             if base.dim != queries.dim {
                 bail!("{} has dimension {}, {} has {}", b.display(), base.dim, q.display(), queries.dim);
             }
@@ -91,7 +92,12 @@ pub fn run(args: BenchIndexArgs) -> Result<std::process::ExitCode> {
             }
             eprintln!("generating {n} x {dim} clustered vectors (seed {})", args.seed);
             let dist = Clustered::new(dim, (n / 400).clamp(16, 4096), 0.6, args.seed);
-            (dim, dist.sample(n, args.seed + 1), dist.sample(args.n_queries, args.seed + 2), json!({"synthetic": [n, dim], "seed": args.seed}))
+            (
+                dim,
+                dist.sample(n, args.seed + 1),
+                dist.sample(args.n_queries, args.seed + 2),
+                json!({"synthetic": [n, dim], "seed": args.seed}),
+            )
         }
         _ => bail!("give --base FILE --queries FILE, or --synthetic N DIM"),
     };

@@ -49,10 +49,7 @@ pub fn run(args: ParityArgs) -> anyhow::Result<ExitCode> {
         .map(|name| Component::from_name(name).context("clap validated the name"))
         .collect::<anyhow::Result<_>>()?;
     let selected: Vec<Component> = if requested.is_empty() {
-        Component::ALL
-            .into_iter()
-            .filter(|c| c.present_in(&args.dir))
-            .collect()
+        Component::ALL.into_iter().filter(|c| c.present_in(&args.dir)).collect()
     } else {
         requested.clone()
     };
@@ -74,11 +71,7 @@ pub fn run(args: ParityArgs) -> anyhow::Result<ExitCode> {
     for component in selected {
         let is_requested = requested.contains(&component);
         if !component.present_in(&args.dir) {
-            println!(
-                "{}: FAIL missing {}",
-                component.name(),
-                args.dir.join(component.entry()).display()
-            );
+            println!("{}: FAIL missing {}", component.name(), args.dir.join(component.entry()).display());
             failed = true;
             continue;
         }

@@ -3,16 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const LOSS_FIXTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../crates/rag-losses/tests/fixtures/hf"
-);
+const LOSS_FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../crates/rag-losses/tests/fixtures/hf");
 
 fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .output()
-        .expect("the xtask binary runs")
+    Command::new(env!("CARGO_BIN_EXE_xtask")).args(args).output().expect("the xtask binary runs")
 }
 
 fn stdout(o: &Output) -> String {
@@ -74,8 +68,7 @@ fn parity_fails_for_a_requested_component_that_is_not_implemented_or_missing() {
 fn parity_fails_when_a_fixture_value_is_wrong() {
     let dir = TempFixtures::new("wrong");
     let path = dir.0.join("losses.json");
-    let mut json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let loss = &mut json["cases"][0]["loss"]["data"][0];
     *loss = serde_json::json!(loss.as_f64().unwrap() + 1e-3);
     std::fs::write(&path, json.to_string()).unwrap();
@@ -97,7 +90,8 @@ fn train_explains_itself_and_exits_non_zero_until_the_trainer_lands() {
 
 #[test]
 fn bench_index_prints_one_json_object() {
-    let out = xtask(&["bench-index", "--synthetic", "3000", "16", "--n-queries", "50", "--kind", "hnsw-f16", "--k", "5"]);
+    let out =
+        xtask(&["bench-index", "--synthetic", "3000", "16", "--n-queries", "50", "--kind", "hnsw-f16", "--k", "5"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON object");
     assert_eq!(v["n"], 3000);
@@ -117,7 +111,8 @@ fn bench_index_reads_fvecs_and_names_a_bad_file() {
     rag_index::write_fvecs(&dir.join("base.fvecs"), 8, &data).unwrap();
     rag_index::write_fvecs(&dir.join("q.fvecs"), 8, &data[..10 * 8]).unwrap();
     let (base, q) = (dir.join("base.fvecs"), dir.join("q.fvecs"));
-    let out = xtask(&["bench-index", "--base", base.to_str().unwrap(), "--queries", q.to_str().unwrap(), "--kind", "flat"]);
+    let out =
+        xtask(&["bench-index", "--base", base.to_str().unwrap(), "--queries", q.to_str().unwrap(), "--kind", "flat"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!((v["n"].as_u64(), v["n_queries"].as_u64(), v["recall_at_k"].as_f64()), (Some(200), Some(10), Some(1.0)));
@@ -144,7 +139,13 @@ fn ingest_builds_a_store_and_reports_skips() {
     assert!(!store.exists());
 
     let out = xtask(&[
-        "ingest", tsv.to_str().unwrap(), "-o", store.to_str().unwrap(), "--skip-malformed", "--chunk-words", "2",
+        "ingest",
+        tsv.to_str().unwrap(),
+        "-o",
+        store.to_str().unwrap(),
+        "--skip-malformed",
+        "--chunk-words",
+        "2",
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

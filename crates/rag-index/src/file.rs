@@ -21,9 +21,7 @@ pub(crate) struct AtomicFile {
 
 impl AtomicFile {
     pub(crate) fn create(path: &Path) -> Result<Self> {
-        let name = path
-            .file_name()
-            .ok_or_else(|| IndexError::io(path, std::io::Error::other("not a file path")))?;
+        let name = path.file_name().ok_or_else(|| IndexError::io(path, std::io::Error::other("not a file path")))?;
         let mut tmp_name = std::ffi::OsString::from(".");
         tmp_name.push(name);
         tmp_name.push(format!(".tmp.{}", std::process::id()));
@@ -183,7 +181,8 @@ impl<'a> Reader<'a> {
         if v > max {
             return Err(IndexError::corrupt(self.path, format!("field `{field}` = {v} exceeds {max}")));
         }
-        usize::try_from(v).map_err(|_| IndexError::corrupt(self.path, format!("field `{field}` = {v} does not fit in memory")))
+        usize::try_from(v)
+            .map_err(|_| IndexError::corrupt(self.path, format!("field `{field}` = {v} does not fit in memory")))
     }
 
     pub(crate) fn u64s(&mut self, n: usize, field: &str) -> Result<Vec<u64>> {

@@ -63,7 +63,10 @@ impl FlatIndex {
 
     pub(crate) fn from_file(path: &Path, header: Header, bytes: &[u8]) -> Result<Self> {
         if header.scalar != 1 {
-            return Err(IndexError::corrupt(path, format!("flat index with storage scalar code {}, expected 1 (f32)", header.scalar)));
+            return Err(IndexError::corrupt(
+                path,
+                format!("flat index with storage scalar code {}, expected 1 (f32)", header.scalar),
+            ));
         }
         let (table, r) = read_table(path, &header, bytes)?;
         r.finish()?;
@@ -177,7 +180,8 @@ impl VectorIndex for FlatIndex {
     }
 
     fn save(&self, path: &Path) -> Result<()> {
-        let header = Header { kind: IndexKind::Flat, metric: self.metric(), scalar: 1, dim: self.dim(), count: self.len() };
+        let header =
+            Header { kind: IndexKind::Flat, metric: self.metric(), scalar: 1, dim: self.dim(), count: self.len() };
         write_index_file(path, header, &self.table, |_| Ok(()))
     }
 

@@ -44,7 +44,10 @@ pub fn read_fvecs(path: &Path, limit: Option<usize>) -> Result<Fvecs> {
             0 => break,
             4 => {}
             n => {
-                return Err(IndexError::corrupt(path, format!("record {record}: truncated dimension field ({n} of 4 bytes)")));
+                return Err(IndexError::corrupt(
+                    path,
+                    format!("record {record}: truncated dimension field ({n} of 4 bytes)"),
+                ));
             }
         }
         let d = i32::from_le_bytes(head);
@@ -55,12 +58,19 @@ pub fn read_fvecs(path: &Path, limit: Option<usize>) -> Result<Fvecs> {
         if record == 0 {
             dim = d;
         } else if d != dim {
-            return Err(IndexError::Dimension { what: format!("{}: record {record}", path.display()), expected: dim, found: d });
+            return Err(IndexError::Dimension {
+                what: format!("{}: record {record}", path.display()),
+                expected: dim,
+                found: d,
+            });
         }
         values.resize(4 * d, 0);
         let n = read_full(&mut r, &mut values).map_err(|e| IndexError::io(path, e))?;
         if n != values.len() {
-            return Err(IndexError::corrupt(path, format!("record {record}: truncated after {n} of {} value bytes", values.len())));
+            return Err(IndexError::corrupt(
+                path,
+                format!("record {record}: truncated after {n} of {} value bytes", values.len()),
+            ));
         }
         data.extend(values.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))));
         record += 1;

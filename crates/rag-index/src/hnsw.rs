@@ -215,7 +215,13 @@ impl HnswIndex {
             });
         }
         let index = Index::new(&config.options(dim)).map_err(usearch_err)?;
-        Ok(Self { config, table: VectorTable::new(dim, config.metric), index, i8_scale: None, slots: ThreadSlots::new(Self::threads()) })
+        Ok(Self {
+            config,
+            table: VectorTable::new(dim, config.metric),
+            index,
+            i8_scale: None,
+            slots: ThreadSlots::new(Self::threads()),
+        })
     }
 
     /// Whether vectors are quantized to i8 here rather than by usearch.
@@ -266,7 +272,11 @@ impl HnswIndex {
     /// Changes how many candidates per hit are rescored exactly.
     pub fn set_rerank(&mut self, rerank: usize) -> Result<()> {
         if rerank == 0 {
-            return Err(IndexError::InvalidOption { field: "rerank", value: "0".into(), reason: "must be at least 1".into() });
+            return Err(IndexError::InvalidOption {
+                field: "rerank",
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            });
         }
         self.config.rerank = rerank;
         Ok(())
@@ -308,7 +318,8 @@ impl HnswIndex {
         r.finish()?;
 
         // The checksum has passed; still check usearch's own header against ours before loading.
-        let meta = Index::metadata_from_buffer(blob).map_err(|e| IndexError::corrupt(path, format!("graph header: {e}")))?;
+        let meta =
+            Index::metadata_from_buffer(blob).map_err(|e| IndexError::corrupt(path, format!("graph header: {e}")))?;
         let opts = config.options(header.dim);
         if meta.dimensions != header.dim as u64
             || meta.metric != opts.metric
@@ -320,7 +331,14 @@ impl HnswIndex {
                 path,
                 format!(
                     "graph header (dim {}, metric {:?}, scalar {:?}, {} vectors) disagrees with the file header (dim {}, {}, {:?}, {} vectors)",
-                    meta.dimensions, meta.metric, meta.quantization, meta.count_present, header.dim, header.metric, storage, header.count
+                    meta.dimensions,
+                    meta.metric,
+                    meta.quantization,
+                    meta.count_present,
+                    header.dim,
+                    header.metric,
+                    storage,
+                    header.count
                 ),
             ));
         }
@@ -331,7 +349,10 @@ impl HnswIndex {
         index.change_expansion_search(config.expansion_search);
         index.change_expansion_add(config.expansion_add);
         if index.size() != table.len() {
-            return Err(IndexError::corrupt(path, format!("graph holds {} vectors, the side store {}", index.size(), table.len())));
+            return Err(IndexError::corrupt(
+                path,
+                format!("graph holds {} vectors, the side store {}", index.size(), table.len()),
+            ));
         }
         if let Some(&id) = table.ids().iter().find(|&&id| !index.contains(id)) {
             return Err(IndexError::corrupt(path, format!("id {id} is in the side store but not in the graph")));
@@ -455,7 +476,9 @@ impl VectorIndex for HnswIndex {
         let mut blob = vec![0u8; self.index.serialized_length()];
         self.index.save_to_buffer(&mut blob).map_err(usearch_err)?;
         write_index_file(path, header, &self.table, |w| {
-            for v in [self.config.connectivity, self.config.expansion_add, self.config.expansion_search, self.config.rerank] {
+            for v in
+                [self.config.connectivity, self.config.expansion_add, self.config.expansion_search, self.config.rerank]
+            {
                 w.put_u64(v as u64)?;
             }
             w.put_u64(self.i8_scale.map_or(0, |s| s.to_bits() as u64))?;

@@ -43,5 +43,7 @@ pub use flat::{FlatIndex, QUERY_BLOCK, ROW_BLOCK};
 pub use fvecs::{Fvecs, read_fvecs, write_fvecs};
 pub use hnsw::{HnswConfig, HnswIndex, Storage};
 pub use index::{IndexKind, VectorIndex, open_index};
-pub use store::{Chunking, IngestOptions, IngestReport, InputFormat, OnDuplicate, OnMalformed, Passage, PassageStore, StoreBuilder};
+pub use store::{
+    Chunking, IngestOptions, IngestReport, InputFormat, OnDuplicate, OnMalformed, Passage, PassageStore, StoreBuilder,
+};
 pub use vectors::{Metric, NO_ID, SearchResults};

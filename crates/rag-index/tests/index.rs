@@ -6,7 +6,8 @@ use std::path::Path;
 use proptest::prelude::*;
 use rag_index::synthetic::Clustered;
 use rag_index::{
-    FlatIndex, HnswConfig, HnswIndex, IndexError, Metric, NO_ID, Storage, VectorIndex, open_index, read_fvecs, write_fvecs,
+    FlatIndex, HnswConfig, HnswIndex, IndexError, Metric, NO_ID, Storage, VectorIndex, open_index, read_fvecs,
+    write_fvecs,
 };
 
 /// Brute-force top-k in f64: (id, score), best first, ties by lower id.
@@ -169,7 +170,10 @@ fn small_indexes_pad_with_no_id() {
 fn bad_batches_and_queries_are_errors() {
     for mut index in all_kinds(3, Metric::Cosine) {
         let e = index.add(&[1, 2], &[1.0; 5]).unwrap_err();
-        assert_eq!(e.to_string(), "vectors: 5 values is not a whole number of 3-dimensional vectors matching 2 ids (expected 6 values)");
+        assert_eq!(
+            e.to_string(),
+            "vectors: 5 values is not a whole number of 3-dimensional vectors matching 2 ids (expected 6 values)"
+        );
         let e = index.add(&[1, 2], &[1.0, 1.0, 1.0, 0.0, f32::INFINITY, 0.0]).unwrap_err();
         assert_eq!(e.to_string(), "vectors: row 1 (id 2) component 1 is inf, vectors must be finite");
         assert!(matches!(index.add(&[1], &[0.0; 3]).unwrap_err(), IndexError::Unrepresentable { id: 1, .. }));
@@ -219,7 +223,8 @@ fn save_load_round_trip_per_kind() {
 
 fn corrupt_variants(path: &Path) -> Vec<(&'static str, Vec<u8>)> {
     let good = std::fs::read(path).unwrap();
-    let mut out = vec![("truncated", good[..good.len() - 1].to_vec()), ("shorter than the 64-byte header", good[..40].to_vec())];
+    let mut out =
+        vec![("truncated", good[..good.len() - 1].to_vec()), ("shorter than the 64-byte header", good[..40].to_vec())];
     let mut extended = good.clone();
     extended.push(0);
     out.push(("truncated or extended", extended));

@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use rag_index::{Chunking, IndexError, IngestOptions, InputFormat, OnDuplicate, OnMalformed, PassageStore, StoreBuilder};
+use rag_index::{
+    Chunking, IndexError, IngestOptions, InputFormat, OnDuplicate, OnMalformed, PassageStore, StoreBuilder,
+};
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let p = dir.join(name);
@@ -10,7 +12,11 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     p
 }
 
-fn build(dir: &Path, input: &Path, options: &IngestOptions) -> Result<(PassageStore, rag_index::IngestReport), IndexError> {
+fn build(
+    dir: &Path,
+    input: &Path,
+    options: &IngestOptions,
+) -> Result<(PassageStore, rag_index::IngestReport), IndexError> {
     let mut b = StoreBuilder::create(&dir.join("store.rps"))?;
     let report = b.ingest(input, options)?;
     Ok((b.finish()?, report))
@@ -46,7 +52,8 @@ fn dpr_tsv_with_quotes_and_any_column_order() {
     let input = write(
         dir.path(),
         "psgs.tsv",
-        "id\ttext\ttitle\n1\t\"Aaron ( or ; \"\"Ahärôn\"\") is a prophet\"\tAaron\n2\tplain text\tTitle Two\r\n".as_bytes(),
+        "id\ttext\ttitle\n1\t\"Aaron ( or ; \"\"Ahärôn\"\") is a prophet\"\tAaron\n2\tplain text\tTitle Two\r\n"
+            .as_bytes(),
     );
     let (store, _) = build(dir.path(), &input, &IngestOptions::default()).unwrap();
     let p = store.get(1).unwrap().unwrap();
@@ -126,7 +133,11 @@ fn invalid_utf8_is_a_malformed_line() {
 #[test]
 fn empty_texts_are_skipped_and_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let input = write(dir.path(), "e.jsonl", b"{\"id\": 1, \"text\": \"\"}\n{\"id\": 2, \"text\": \"  \\t \"}\n{\"id\": 3, \"text\": \"x\"}\n");
+    let input = write(
+        dir.path(),
+        "e.jsonl",
+        b"{\"id\": 1, \"text\": \"\"}\n{\"id\": 2, \"text\": \"  \\t \"}\n{\"id\": 3, \"text\": \"x\"}\n",
+    );
     let (store, report) = build(dir.path(), &input, &IngestOptions::default()).unwrap();
     assert_eq!((store.len(), report.skipped_empty, report.documents), (1, 2, 3));
     assert_eq!(store.get(1).unwrap(), None);
@@ -137,12 +148,13 @@ fn empty_texts_are_skipped_and_counted() {
 #[test]
 fn duplicate_ids_fail_or_keep_the_first() {
     let dir = tempfile::tempdir().unwrap();
-    let input = write(dir.path(), "d.jsonl", b"{\"id\": 1, \"text\": \"first\"}\n{\"id\": 2, \"text\": \"b\"}\n{\"id\": 1, \"text\": \"second\"}\n");
-    let err = build(dir.path(), &input, &IngestOptions::default()).unwrap_err();
-    assert!(
-        matches!(err, IndexError::DuplicatePassage { line: 3, id: 1, first_row: 0, .. }),
-        "{err}"
+    let input = write(
+        dir.path(),
+        "d.jsonl",
+        b"{\"id\": 1, \"text\": \"first\"}\n{\"id\": 2, \"text\": \"b\"}\n{\"id\": 1, \"text\": \"second\"}\n",
     );
+    let err = build(dir.path(), &input, &IngestOptions::default()).unwrap_err();
+    assert!(matches!(err, IndexError::DuplicatePassage { line: 3, id: 1, first_row: 0, .. }), "{err}");
     let options = IngestOptions { on_duplicate: OnDuplicate::KeepFirst, ..Default::default() };
     let (store, report) = build(dir.path(), &input, &options).unwrap();
     assert_eq!(report.skipped_duplicate, 1);
@@ -177,7 +189,10 @@ fn several_files_into_one_store_and_many_lookups() {
 fn unknown_extension_needs_a_format() {
     let dir = tempfile::tempdir().unwrap();
     let input = write(dir.path(), "c.txt", b"{\"text\": \"x\"}\n");
-    assert!(matches!(build(dir.path(), &input, &IngestOptions::default()), Err(IndexError::InvalidOption { field: "format", .. })));
+    assert!(matches!(
+        build(dir.path(), &input, &IngestOptions::default()),
+        Err(IndexError::InvalidOption { field: "format", .. })
+    ));
     let options = IngestOptions { format: Some(InputFormat::Jsonl), ..Default::default() };
     assert_eq!(build(dir.path(), &input, &options).unwrap().0.len(), 1);
 }
@@ -185,7 +200,11 @@ fn unknown_extension_needs_a_format() {
 #[test]
 fn corrupt_store_files_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let input = write(dir.path(), "c.jsonl", b"{\"id\": 1, \"title\": \"A\", \"text\": \"alpha\"}\n{\"id\": 2, \"text\": \"beta\"}\n");
+    let input = write(
+        dir.path(),
+        "c.jsonl",
+        b"{\"id\": 1, \"title\": \"A\", \"text\": \"alpha\"}\n{\"id\": 2, \"text\": \"beta\"}\n",
+    );
     let (store, _) = build(dir.path(), &input, &IngestOptions::default()).unwrap();
     let path = store.path().to_path_buf();
     drop(store);

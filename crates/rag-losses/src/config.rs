@@ -67,10 +67,6 @@ pub(crate) fn check_temperature(field: &'static str, tau: f64) -> crate::Result<
     if tau.is_finite() && tau > 0.0 {
         Ok(())
     } else {
-        Err(LossError::InvalidOption {
-            field,
-            value: tau.to_string(),
-            reason: "must be finite and positive",
-        })
+        Err(LossError::InvalidOption { field, value: tau.to_string(), reason: "must be finite and positive" })
     }
 }

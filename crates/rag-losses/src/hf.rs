@@ -22,9 +22,7 @@ use burn::tensor::{Int, Tensor, activation::log_softmax, backend::Backend};
 use crate::config::{GeneratorOutput, Reduction, check_smoothing};
 use crate::error::{LossError, Result};
 use crate::ops::{VocabLogProbs, check_ids, doc_index, ignored_per_doc, reduce};
-use crate::rag::{
-    RagDims, check_rag_shapes, marginalize_sequences, rag_token_core, split_docs,
-};
+use crate::rag::{RagDims, check_rag_shapes, marginalize_sequences, rag_token_core, split_docs};
 
 /// The arguments of HF's `get_nll` besides the tensors.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -46,13 +44,7 @@ pub struct HfNllOptions {
 impl HfNllOptions {
     /// HF's defaults for the given pad id: no smoothing, one loss per example, BOS kept.
     pub fn new(pad_id: i64) -> Self {
-        Self {
-            pad_id,
-            epsilon: 0.0,
-            reduce_loss: false,
-            exclude_bos_score: false,
-            bos_id: None,
-        }
+        Self { pad_id, epsilon: 0.0, reduce_loss: false, exclude_bos_score: false, bos_id: None }
     }
 
     fn reduction(&self) -> Reduction {
@@ -64,11 +56,7 @@ impl HfNllOptions {
 fn shift_left<B: Backend>(target: Tensor<B, 2, Int>, pad_id: i64) -> Tensor<B, 2, Int> {
     let [_, len] = target.dims();
     let pad_column = target.clone().narrow(1, 0, 1).full_like(pad_id);
-    if len == 1 {
-        pad_column
-    } else {
-        Tensor::cat(vec![target.narrow(1, 1, len - 1), pad_column], 1)
-    }
+    if len == 1 { pad_column } else { Tensor::cat(vec![target.narrow(1, 1, len - 1), pad_column], 1) }
 }
 
 fn prepare<B: Backend>(
@@ -128,12 +116,7 @@ pub fn rag_sequence_get_nll<B: Backend>(
     options: &HfNllOptions,
 ) -> Result<Tensor<B, 1>> {
     let (generator, shifted, dims) = prepare(seq_logits, &doc_scores, target, options)?;
-    let RagDims {
-        batch,
-        docs,
-        len,
-        vocab,
-    } = dims;
+    let RagDims { batch, docs, len, vocab } = dims;
     let counted = shifted.clone().not_equal_elem(options.pad_id);
     let ignored = ignored_per_doc(counted.clone(), docs);
     let doc_log_prior = log_softmax(doc_scores, 1).reshape([batch, docs, 1]);
@@ -142,49 +125,30 @@ pub fn rag_sequence_get_nll<B: Backend>(
         if len < 2 {
             return per_token;
         }
-        let mut parts = vec![
-            per_token.clone().narrow(2, 0, 1),
-            per_token.clone().narrow(2, 1, 1) + prior,
-        ];
+        let mut parts = vec![per_token.clone().narrow(2, 0, 1), per_token.clone().narrow(2, 1, 1) + prior];
         if len > 2 {
             parts.push(per_token.narrow(2, 2, len - 2));
         }
         Tensor::cat(parts, 2)
     };
     let log_probs = VocabLogProbs::new(generator, GeneratorOutput::Logits);
-    let token_ll = with_prior_at_1(
-        log_probs.gather(doc_index(shifted.clone(), docs)),
-        doc_log_prior.clone(),
-    )
-    .mask_fill(ignored.clone(), 0.0);
+    let token_ll = with_prior_at_1(log_probs.gather(doc_index(shifted.clone(), docs)), doc_log_prior.clone())
+        .mask_fill(ignored.clone(), 0.0);
     let mut joint_ll = token_ll.clone().sum_dim(2);
     if options.exclude_bos_score
         && let Some(bos_id) = options.bos_id
     {
         // Quirk 4: evaluated on the device, so no host round trip decides the branch.
-        let use_bos = shifted
-            .narrow(1, 0, 1)
-            .equal_elem(bos_id)
-            .all()
-            .reshape([1, 1, 1])
-            .expand([batch, docs, 1]);
+        let use_bos = shifted.narrow(1, 0, 1).equal_elem(bos_id).all().reshape([1, 1, 1]).expand([batch, docs, 1]);
         let without_first = joint_ll.clone() - token_ll.narrow(2, 0, 1);
         joint_ll = joint_ll.mask_where(use_bos, without_first);
     }
     let joint_smooth = (options.epsilon > 0.0).then(|| {
-        with_prior_at_1(
-            log_probs.vocab_sum(),
-            doc_log_prior.mul_scalar(vocab as f64),
-        )
-        .mask_fill(ignored, 0.0)
-        .sum_dim(2)
-        .reshape([batch, docs])
+        with_prior_at_1(log_probs.vocab_sum(), doc_log_prior.mul_scalar(vocab as f64))
+            .mask_fill(ignored, 0.0)
+            .sum_dim(2)
+            .reshape([batch, docs])
     });
-    let per_example = marginalize_sequences(
-        joint_ll.reshape([batch, docs]),
-        joint_smooth,
-        options.epsilon,
-        vocab,
-    );
+    let per_example = marginalize_sequences(joint_ll.reshape([batch, docs]), joint_smooth, options.epsilon, vocab);
     Ok(reduce(per_example, Some(counted), options.reduction()))
 }

@@ -21,10 +21,7 @@ pub(crate) fn logsumexp<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize)
 }
 
 /// A boolean mask as 0/1 numbers of `dtype`.
-pub(crate) fn mask_as<B: Backend, const D: usize>(
-    mask: Tensor<B, D, Bool>,
-    dtype: DType,
-) -> Tensor<B, D> {
+pub(crate) fn mask_as<B: Backend, const D: usize>(mask: Tensor<B, D, Bool>, dtype: DType) -> Tensor<B, D> {
     mask.float().cast(dtype)
 }
 
@@ -40,19 +37,13 @@ pub(crate) struct VocabLogProbs<B: Backend> {
 impl<B: Backend> VocabLogProbs<B> {
     pub(crate) fn new(generator: Tensor<B, 4>, input: GeneratorOutput) -> Self {
         match input {
-            GeneratorOutput::LogProbs => Self {
-                shifted: generator,
-                log_norm: None,
-            },
+            GeneratorOutput::LogProbs => Self { shifted: generator, log_norm: None },
             GeneratorOutput::Logits => {
                 let max = generator.clone().max_dim(3).detach();
                 let max = max.clone().mask_fill(max.is_inf(), 0.0);
                 let shifted = generator - max;
                 let log_norm = shifted.clone().exp().sum_dim(3).log();
-                Self {
-                    shifted,
-                    log_norm: Some(log_norm),
-                }
+                Self { shifted, log_norm: Some(log_norm) }
             }
         }
     }
@@ -92,17 +83,11 @@ impl<B: Backend> VocabLogProbs<B> {
 
 /// `[B, T]` target ids as a `[B, K, T, 1]` gather index (the same target for every document).
 pub(crate) fn doc_index<B: Backend>(target: Tensor<B, 2, Int>, n_docs: usize) -> Tensor<B, 4, Int> {
-    target
-        .unsqueeze_dim::<3>(1)
-        .repeat_dim(1, n_docs)
-        .unsqueeze_dim::<4>(3)
+    target.unsqueeze_dim::<3>(1).repeat_dim(1, n_docs).unsqueeze_dim::<4>(3)
 }
 
 /// The positions that count nothing, `[B, T]` → `[B, K, T]` (the same for every document).
-pub(crate) fn ignored_per_doc<B: Backend>(
-    counted: Tensor<B, 2, Bool>,
-    n_docs: usize,
-) -> Tensor<B, 3, Bool> {
+pub(crate) fn ignored_per_doc<B: Backend>(counted: Tensor<B, 2, Bool>, n_docs: usize) -> Tensor<B, 3, Bool> {
     counted.bool_not().unsqueeze_dim::<3>(1).repeat_dim(1, n_docs)
 }
 
@@ -125,11 +110,7 @@ pub(crate) fn reduce<B: Backend>(
 }
 
 /// Names the dimensions of an expected shape for error messages.
-pub(crate) fn check_shape(
-    tensor: &'static str,
-    found: &[usize],
-    expected: &[(char, usize)],
-) -> Result<()> {
+pub(crate) fn check_shape(tensor: &'static str, found: &[usize], expected: &[(char, usize)]) -> Result<()> {
     let ok = found.len() == expected.len()
         && found.iter().zip(expected).all(|(f, (_, e))| f == e)
         && found.iter().all(|&d| d > 0);
@@ -150,11 +131,7 @@ pub(crate) fn check_nonempty(tensor: &'static str, found: &[usize], names: &str)
     if found.iter().all(|&d| d > 0) {
         Ok(())
     } else {
-        Err(LossError::Shape {
-            tensor,
-            expected: format!("{names} with no empty dimension"),
-            found: found.to_vec(),
-        })
+        Err(LossError::Shape { tensor, expected: format!("{names} with no empty dimension"), found: found.to_vec() })
     }
 }
 
@@ -166,17 +143,9 @@ pub(crate) fn check_ids<B: Backend, const D: usize>(
     vocab: usize,
 ) -> Result<()> {
     let data = ids.to_data().convert::<i64>();
-    let bad = data
-        .iter::<i64>()
-        .enumerate()
-        .find(|&(_, id)| id < 0 || id as u64 >= vocab as u64);
+    let bad = data.iter::<i64>().enumerate().find(|&(_, id)| id < 0 || id as u64 >= vocab as u64);
     match bad {
         None => Ok(()),
-        Some((position, id)) => Err(LossError::TokenOutOfRange {
-            tensor,
-            id,
-            position,
-            vocab,
-        }),
+        Some((position, id)) => Err(LossError::TokenOutOfRange { tensor, id, position, vocab }),
     }
 }

@@ -38,11 +38,7 @@ pub fn lm_nll<B: Backend>(
     let log_probs = VocabLogProbs::new(generator.unsqueeze_dim::<4>(1), config.input);
     let ignored = target_mask.clone().bool_not();
     let row_sum = |per_token: Tensor<B, 3>| -> Tensor<B, 1> {
-        per_token
-            .reshape([rows, len])
-            .mask_fill(ignored.clone(), 0.0)
-            .sum_dim(1)
-            .reshape([rows])
+        per_token.reshape([rows, len]).mask_fill(ignored.clone(), 0.0).sum_dim(1).reshape([rows])
     };
     let index = target.unsqueeze_dim::<3>(1).unsqueeze_dim::<4>(3);
     let nll = row_sum(log_probs.gather(index)).neg();
@@ -81,10 +77,7 @@ pub fn lm_scores<B: Backend>(
     check_shape("mask", &mask.dims(), &named)?;
     let dtype = token_log_probs.dtype();
     let token_log_probs = token_log_probs.detach();
-    let summed = token_log_probs
-        .mask_fill(mask.clone().bool_not(), 0.0)
-        .sum_dim(2)
-        .reshape([batch, docs]);
+    let summed = token_log_probs.mask_fill(mask.clone().bool_not(), 0.0).sum_dim(2).reshape([batch, docs]);
     let scores = match kind {
         LmScore::SumLogProb => summed,
         LmScore::Probability => summed.exp(),
@@ -174,11 +167,7 @@ pub fn parallel_marginal_log_likelihood<B: Backend>(
     check_temperature("retriever_temperature", retriever_temperature)?;
     let [batch, docs] = retriever_scores.dims();
     check_nonempty("retriever_scores", &retriever_scores.dims(), "[B, K]")?;
-    check_shape(
-        "lm_sequence_log_probs",
-        &lm_sequence_log_probs.dims(),
-        &[('B', batch), ('K', docs)],
-    )?;
+    check_shape("lm_sequence_log_probs", &lm_sequence_log_probs.dims(), &[('B', batch), ('K', docs)])?;
     let log_p_r = log_softmax(retriever_scores.div_scalar(retriever_temperature), 1);
     Ok(logsumexp(log_p_r + lm_sequence_log_probs, 1).reshape([batch]))
 }

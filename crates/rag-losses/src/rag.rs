@@ -7,9 +7,7 @@ use burn::tensor::{Bool, Int, Tensor, activation::log_softmax, backend::Backend}
 
 use crate::config::NllConfig;
 use crate::error::{LossError, Result};
-use crate::ops::{
-    VocabLogProbs, check_ids, check_shape, doc_index, ignored_per_doc, logsumexp, reduce,
-};
+use crate::ops::{VocabLogProbs, check_ids, check_shape, doc_index, ignored_per_doc, logsumexp, reduce};
 
 /// Views a generator output laid out `[B·K, T, V]` (rows `b·K + k`, as HF's RAG produces it) as
 /// `[B, K, T, V]`.
@@ -46,12 +44,7 @@ pub(crate) fn check_rag_shapes<B: Backend>(
     check_shape("generator", &generator.dims(), &named)?;
     check_shape("doc_scores", &doc_scores.dims(), &[('B', batch), ('K', docs)])?;
     check_shape("target", &target.dims(), &[('B', batch), ('T', len)])?;
-    Ok(RagDims {
-        batch,
-        docs,
-        len,
-        vocab,
-    })
+    Ok(RagDims { batch, docs, len, vocab })
 }
 
 /// Everything the aligned API checks before computing: options, shapes, the mask, the ids.
@@ -109,19 +102,11 @@ pub(crate) fn rag_token_core<B: Backend>(
     epsilon: f64,
     dims: RagDims,
 ) -> Tensor<B, 1> {
-    let RagDims {
-        batch,
-        docs,
-        len,
-        vocab,
-    } = dims;
+    let RagDims { batch, docs, len, vocab } = dims;
     let ignored = target_mask.bool_not();
     let doc_log_prior = log_softmax(doc_scores, 1);
     let target_ll = |marginal_ll: Tensor<B, 2>| -> Tensor<B, 1> {
-        marginal_ll
-            .mask_fill(ignored.clone(), 0.0)
-            .sum_dim(1)
-            .squeeze_dim::<1>(1)
+        marginal_ll.mask_fill(ignored.clone(), 0.0).sum_dim(1).squeeze_dim::<1>(1)
     };
     if epsilon == 0.0 {
         // Only the target's probability is needed: marginalize the gathered log-probs [B, K, T]
@@ -134,16 +119,8 @@ pub(crate) fn rag_token_core<B: Backend>(
     // log Σ_z p(z|x) p(v | x, z, y_<t) for every v: the smoothing term needs the whole mixture.
     let joint = log_probs.into_log_probs() + doc_log_prior.reshape([batch, docs, 1, 1]);
     let mixture = logsumexp(joint, 1).reshape([batch, len, vocab]);
-    let picked = mixture
-        .clone()
-        .gather(2, target.unsqueeze_dim::<3>(2))
-        .squeeze_dim::<2>(2);
-    let smooth = mixture
-        .sum_dim(2)
-        .squeeze_dim::<2>(2)
-        .mask_fill(ignored.clone(), 0.0)
-        .sum_dim(1)
-        .squeeze_dim::<1>(1);
+    let picked = mixture.clone().gather(2, target.unsqueeze_dim::<3>(2)).squeeze_dim::<2>(2);
+    let smooth = mixture.sum_dim(2).squeeze_dim::<2>(2).mask_fill(ignored.clone(), 0.0).sum_dim(1).squeeze_dim::<1>(1);
     let nll = target_ll(picked).neg();
     smoothed(nll, smooth.neg(), epsilon, vocab)
 }
@@ -169,17 +146,13 @@ pub fn rag_sequence_nll<B: Backend>(
     let log_probs = VocabLogProbs::new(generator, config.input);
     let ignored = ignored_per_doc(target_mask.clone(), docs);
     let per_doc_sum = |per_token: Tensor<B, 3>| -> Tensor<B, 2> {
-        per_token
-            .mask_fill(ignored.clone(), 0.0)
-            .sum_dim(2)
-            .reshape([batch, docs])
+        per_token.mask_fill(ignored.clone(), 0.0).sum_dim(2).reshape([batch, docs])
     };
     let doc_log_prior = log_softmax(doc_scores, 1);
     let sequence_ll = per_doc_sum(log_probs.gather(doc_index(target, docs)));
     let joint_ll = sequence_ll + doc_log_prior.clone();
-    let joint_smooth = (epsilon > 0.0).then(|| {
-        per_doc_sum(log_probs.vocab_sum()) + doc_log_prior.mul_scalar(dims.vocab as f64)
-    });
+    let joint_smooth =
+        (epsilon > 0.0).then(|| per_doc_sum(log_probs.vocab_sum()) + doc_log_prior.mul_scalar(dims.vocab as f64));
     let per_example = marginalize_sequences(joint_ll, joint_smooth, epsilon, dims.vocab);
     Ok(reduce(per_example, Some(target_mask), config.reduction))
 }

@@ -14,8 +14,8 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use rag_losses::hf::{HfNllOptions, rag_sequence_get_nll, rag_token_get_nll};
 use rag_losses::{
-    GeneratorOutput, KlDirection, LmScore, LsrConfig, NllConfig, Reduction, lm_nll, lm_scores,
-    lsr_loss, parallel_marginal_log_likelihood, rag_sequence_nll, rag_token_nll,
+    GeneratorOutput, KlDirection, LmScore, LsrConfig, NllConfig, Reduction, lm_nll, lm_scores, lsr_loss,
+    parallel_marginal_log_likelihood, rag_sequence_nll, rag_token_nll,
 };
 
 const H: f64 = 1e-6;
@@ -23,10 +23,7 @@ const FD_TOL: f64 = 1e-6;
 const VALUE_TOL: f64 = 1e-10;
 
 fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 256,
-        ..ProptestConfig::default()
-    }
+    ProptestConfig { cases: 256, ..ProptestConfig::default() }
 }
 
 /// A random RAG problem with directions for the finite differences.
@@ -40,12 +37,7 @@ struct Case {
 }
 
 fn reduction() -> impl Strategy<Value = Reduction> {
-    prop_oneof![
-        Just(Reduction::None),
-        Just(Reduction::Sum),
-        Just(Reduction::TokenMean),
-        Just(Reduction::BatchMean)
-    ]
+    prop_oneof![Just(Reduction::None), Just(Reduction::Sum), Just(Reduction::TokenMean), Just(Reduction::BatchMean)]
 }
 
 fn case(max_k: usize) -> impl Strategy<Value = Case> {
@@ -59,24 +51,13 @@ fn case(max_k: usize) -> impl Strategy<Value = Case> {
                 vec(-1.0..1.0f64, n),
             )
         })
-        .prop_map(
-            |(((b, k, t, v), logits, scores), (target, mask), (eps, lp, reduction), dir)| Case {
-                p: Problem {
-                    b,
-                    k,
-                    t,
-                    v,
-                    logits,
-                    scores,
-                    target,
-                    mask,
-                },
-                eps,
-                log_prob_input: lp,
-                reduction,
-                dir_logits: dir,
-            },
-        )
+        .prop_map(|(((b, k, t, v), logits, scores), (target, mask), (eps, lp, reduction), dir)| Case {
+            p: Problem { b, k, t, v, logits, scores, target, mask },
+            eps,
+            log_prob_input: lp,
+            reduction,
+            dir_logits: dir,
+        })
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -87,22 +68,14 @@ enum Rag {
 
 impl Case {
     fn generator_values(&self) -> Vec<f64> {
-        if self.log_prob_input {
-            log_softmax_rows(&self.p.logits, self.p.v)
-        } else {
-            self.p.logits.clone()
-        }
+        if self.log_prob_input { log_softmax_rows(&self.p.logits, self.p.v) } else { self.p.logits.clone() }
     }
 
     fn nll_config(&self) -> NllConfig {
         NllConfig::new()
             .with_label_smoothing(self.eps)
             .with_reduction(self.reduction)
-            .with_input(if self.log_prob_input {
-                GeneratorOutput::LogProbs
-            } else {
-                GeneratorOutput::Logits
-            })
+            .with_input(if self.log_prob_input { GeneratorOutput::LogProbs } else { GeneratorOutput::Logits })
     }
 
     /// The loss as a tensor; reduced to a scalar by summation (any reduction is linear).
@@ -119,11 +92,7 @@ impl Case {
 
     fn value_at(&self, which: Rag, generator: &[f64], scores: &[f64]) -> f64 {
         let p = &self.p;
-        scalar(self.loss::<Cpu>(
-            which,
-            floats(generator, [p.b, p.k, p.t, p.v]),
-            floats(scores, [p.b, p.k]),
-        ))
+        scalar(self.loss::<Cpu>(which, floats(generator, [p.b, p.k, p.t, p.v]), floats(scores, [p.b, p.k])))
     }
 
     /// The reference value of the reduced loss.
@@ -171,8 +140,7 @@ fn check_rag(c: &Case, which: Rag) {
     for i in 0..p.scores.len() {
         let mut e = vec![0.0; p.scores.len()];
         e[i] = 1.0;
-        let fd = (f(&gen_values, &axpy(&p.scores, H, &e)) - f(&gen_values, &axpy(&p.scores, -H, &e)))
-            / (2.0 * H);
+        let fd = (f(&gen_values, &axpy(&p.scores, H, &e)) - f(&gen_values, &axpy(&p.scores, -H, &e))) / (2.0 * H);
         assert_close(&format!("d loss / d doc_scores[{i}]"), &[g_scores[i]], &[fd], FD_TOL);
     }
 }

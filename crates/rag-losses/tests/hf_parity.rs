@@ -51,8 +51,8 @@ fn aligned_api_agrees_with_hf_where_quirks_do_not_trigger() {
             .collect();
         let counted: Vec<bool> = shifted.iter().map(|&id| id != case.pad_id).collect();
         let prior_lost = t < 2 || (0..b).any(|r| !counted[r * t + 1]);
-        let bos_dropped = case.exclude_bos_score
-            && case.bos_id.is_some_and(|bos| (0..b).all(|r| shifted[r * t] == bos));
+        let bos_dropped =
+            case.exclude_bos_score && case.bos_id.is_some_and(|bos| (0..b).all(|r| shifted[r * t] == bos));
         let quirk = case.kind == LossKind::RagSequence && (prior_lost || bos_dropped);
         if quirk {
             continue;
@@ -74,8 +74,18 @@ fn aligned_api_agrees_with_hf_where_quirks_do_not_trigger() {
         let grads = loss.clone().sum().backward();
         let tol = 1e-9;
         assert_close(&format!("{} loss", case.name), &values(loss), &case.loss.data, tol);
-        assert_close(&format!("{} grad doc_scores", case.name), &values(scores.grad(&grads).unwrap()), &case.grad_doc_scores.data, tol);
-        assert_close(&format!("{} grad logits", case.name), &values(logits.grad(&grads).unwrap()), &case.grad_seq_logits.data, tol);
+        assert_close(
+            &format!("{} grad doc_scores", case.name),
+            &values(scores.grad(&grads).unwrap()),
+            &case.grad_doc_scores.data,
+            tol,
+        );
+        assert_close(
+            &format!("{} grad logits", case.name),
+            &values(logits.grad(&grads).unwrap()),
+            &case.grad_seq_logits.data,
+            tol,
+        );
         compared += 1;
     }
     println!("aligned API compared with HF on {compared} of {} cases", cases.len());
@@ -99,7 +109,8 @@ fn rag_sequence_prior_quirk_changes_the_loss_when_target_has_one_position() {
     assert_close("HF loss with the prior lost", &case.loss.data, &vec![hf; case.loss.data.len()], 1e-12);
     let [b, _] = case.doc_scores.dims::<2>();
     let aligned = rag_sequence_nll(
-        split_docs(floats::<Ad, 3>(&case.seq_logits.data, case.seq_logits.dims::<3>()), case.doc_scores.shape[1]).unwrap(),
+        split_docs(floats::<Ad, 3>(&case.seq_logits.data, case.seq_logits.dims::<3>()), case.doc_scores.shape[1])
+            .unwrap(),
         floats::<Ad, 2>(&case.doc_scores.data, case.doc_scores.dims::<2>()),
         ints(&vec![case.pad_id; b], [b, 1]),
         bools(&vec![false; b], [b, 1]),

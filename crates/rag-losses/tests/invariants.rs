@@ -7,10 +7,7 @@ use common::reference::Problem;
 use common::{Ad, Cpu, assert_close, bools, floats, ints, scalar, values};
 use proptest::collection::vec;
 use proptest::prelude::*;
-use rag_losses::{
-    KlDirection, LsrConfig, NllConfig, Reduction, lm_nll, lsr_loss, rag_sequence_nll,
-    rag_token_nll,
-};
+use rag_losses::{KlDirection, LsrConfig, NllConfig, Reduction, lm_nll, lsr_loss, rag_sequence_nll, rag_token_nll};
 
 const TOL: f64 = 1e-10;
 
@@ -27,28 +24,12 @@ fn problem(min_k: usize, max_k: usize) -> impl Strategy<Value = (Problem, f64)> 
             )
         })
         .prop_map(|((b, k, t, v), logits, scores, target, mask, eps)| {
-            (
-                Problem {
-                    b,
-                    k,
-                    t,
-                    v,
-                    logits,
-                    scores,
-                    target,
-                    mask,
-                },
-                eps,
-            )
+            (Problem { b, k, t, v, logits, scores, target, mask }, eps)
         })
 }
 
 fn per_example<B: Backend>(p: &Problem, eps: f64, token: bool) -> Vec<f64> {
-    let f = if token {
-        rag_token_nll::<B>
-    } else {
-        rag_sequence_nll::<B>
-    };
+    let f = if token { rag_token_nll::<B> } else { rag_sequence_nll::<B> };
     values(
         f(
             floats(&p.logits, [p.b, p.k, p.t, p.v]),
@@ -192,13 +173,11 @@ proptest! {
 fn huge_logits_stay_finite_in_f32() {
     let (b, k, t, v) = (2, 3, 4, 7);
     let device = Default::default();
-    let logits: Vec<f32> = (0..b * k * t * v)
-        .map(|i| if i % 3 == 0 { 1e4 } else { -1e4 + i as f32 })
-        .collect();
-    let generator = Tensor::<Ad, 4>::from_data(burn::tensor::TensorData::new(logits, [b, k, t, v]), &device)
-        .require_grad();
-    let scores = Tensor::<Ad, 2>::from_floats([[1e4, -1e4, 0.0], [3.0, f32::NEG_INFINITY, 1.0]], &device)
-        .require_grad();
+    let logits: Vec<f32> = (0..b * k * t * v).map(|i| if i % 3 == 0 { 1e4 } else { -1e4 + i as f32 }).collect();
+    let generator =
+        Tensor::<Ad, 4>::from_data(burn::tensor::TensorData::new(logits, [b, k, t, v]), &device).require_grad();
+    let scores =
+        Tensor::<Ad, 2>::from_floats([[1e4, -1e4, 0.0], [3.0, f32::NEG_INFINITY, 1.0]], &device).require_grad();
     let target = Tensor::<Ad, 2, burn::tensor::Int>::from_ints([[1, 2, 3, 4], [0, 6, 5, 1]], &device);
     let mask = Tensor::<Ad, 2, burn::tensor::Bool>::from_bool(
         burn::tensor::TensorData::from([[true, true, true, false], [true, true, true, true]]),
@@ -207,8 +186,14 @@ fn huge_logits_stay_finite_in_f32() {
     for token in [true, false] {
         for eps in [0.0, 0.1] {
             let f = if token { rag_token_nll::<Ad> } else { rag_sequence_nll::<Ad> };
-            let loss = f(generator.clone(), scores.clone(), target.clone(), mask.clone(),
-                &NllConfig::new().with_label_smoothing(eps).with_reduction(Reduction::TokenMean)).unwrap();
+            let loss = f(
+                generator.clone(),
+                scores.clone(),
+                target.clone(),
+                mask.clone(),
+                &NllConfig::new().with_label_smoothing(eps).with_reduction(Reduction::TokenMean),
+            )
+            .unwrap();
             let value = values(loss.clone());
             assert!(value.iter().all(|x| x.is_finite()), "token={token} eps={eps}: loss {value:?}");
             let grads = loss.backward();
@@ -240,7 +225,14 @@ fn bad_inputs_are_named_errors() {
     let e = rag_token_nll(generator.clone(), scores.clone(), target.clone(), short_mask, &config).unwrap_err();
     assert!(e.to_string().contains("target_mask"), "{e}");
 
-    let e = rag_token_nll(generator.clone(), scores.clone(), target.clone(), mask.clone(), &config.clone().with_label_smoothing(1.5)).unwrap_err();
+    let e = rag_token_nll(
+        generator.clone(),
+        scores.clone(),
+        target.clone(),
+        mask.clone(),
+        &config.clone().with_label_smoothing(1.5),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("label_smoothing"), "{e}");
 
     let e = rag_losses::split_docs(floats::<Cpu, 3>(&[0.0; 36], [3, 3, 4]), 2).unwrap_err();
@@ -257,7 +249,8 @@ fn bad_inputs_are_named_errors() {
     .unwrap_err();
     assert!(e.to_string().contains("token id 5 at flat position 1"), "{e}");
 
-    let e = lsr_loss(scores.clone(), scores.clone(), &LsrConfig::new().with_reduction(Reduction::TokenMean)).unwrap_err();
+    let e =
+        lsr_loss(scores.clone(), scores.clone(), &LsrConfig::new().with_reduction(Reduction::TokenMean)).unwrap_err();
     assert!(e.to_string().contains("reduction"), "{e}");
     let e = lsr_loss(scores.clone(), scores, &LsrConfig::new().with_lm_temperature(0.0)).unwrap_err();
     assert!(e.to_string().contains("lm_temperature"), "{e}");

@@ -57,11 +57,7 @@ impl<T> Array<T> {
         if self.shape.len() != rank {
             Err(format!("expected rank {rank}, found shape {:?}", self.shape))
         } else if expected != self.data.len() {
-            Err(format!(
-                "shape {:?} needs {expected} values, found {}",
-                self.shape,
-                self.data.len()
-            ))
+            Err(format!("shape {:?} needs {expected} values, found {}", self.shape, self.data.len()))
         } else {
             Ok(())
         }
@@ -77,10 +73,7 @@ impl<T> Array<T> {
 
 /// Reads and parses a JSON fixture file.
 pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, FixtureError> {
-    let text = std::fs::read_to_string(path).map_err(|source| FixtureError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| FixtureError::Io { path: path.to_path_buf(), source })?;
     serde_json::from_str(&text).map_err(|e| FixtureError::Json {
         path: path.to_path_buf(),
         line: e.line(),

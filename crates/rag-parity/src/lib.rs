@@ -97,9 +97,7 @@ pub fn check<B: AutodiffBackend>(
     dtype: DType,
 ) -> Result<Option<ComponentReport>, FixtureError> {
     match component {
-        Component::Losses => {
-            check_losses::<B>(&dir.join(component.entry()), device, dtype).map(Some)
-        }
+        Component::Losses => check_losses::<B>(&dir.join(component.entry()), device, dtype).map(Some),
         _ => Ok(None),
     }
 }

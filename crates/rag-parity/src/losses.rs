@@ -8,9 +8,9 @@ use burn::tensor::{DType, Int, Tensor, TensorData, backend::AutodiffBackend};
 use rag_losses::hf::{HfNllOptions, rag_sequence_get_nll, rag_token_get_nll};
 use serde::Deserialize;
 
+use crate::default_tolerance;
 use crate::fixture::{Array, FixtureError, read_json};
 use crate::report::{ComponentReport, Errors};
-use crate::default_tolerance;
 
 /// Which HF class's `get_nll` a case calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -101,10 +101,7 @@ pub struct LossOutputs {
 }
 
 fn values<B: burn::tensor::backend::Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
-    t.into_data()
-        .convert::<f64>()
-        .to_vec::<f64>()
-        .expect("converted to f64 just above")
+    t.into_data().convert::<f64>().to_vec::<f64>().expect("converted to f64 just above")
 }
 
 /// Runs one case through the HF-compatible entry points on backend `B` with floats of `dtype`.
@@ -114,14 +111,10 @@ pub fn run_loss_case<B: AutodiffBackend>(
     dtype: DType,
 ) -> Result<LossOutputs, rag_losses::LossError> {
     let float = |a: &Array<f64>| TensorData::new(a.data.clone(), a.shape.clone());
-    let seq_logits =
-        Tensor::<B, 3>::from_data(float(&case.seq_logits), (device, dtype)).require_grad();
-    let doc_scores =
-        Tensor::<B, 2>::from_data(float(&case.doc_scores), (device, dtype)).require_grad();
-    let target = Tensor::<B, 2, Int>::from_data(
-        TensorData::new(case.target.data.clone(), case.target.shape.clone()),
-        device,
-    );
+    let seq_logits = Tensor::<B, 3>::from_data(float(&case.seq_logits), (device, dtype)).require_grad();
+    let doc_scores = Tensor::<B, 2>::from_data(float(&case.doc_scores), (device, dtype)).require_grad();
+    let target =
+        Tensor::<B, 2, Int>::from_data(TensorData::new(case.target.data.clone(), case.target.shape.clone()), device);
     let options = HfNllOptions {
         epsilon: case.epsilon,
         exclude_bos_score: case.exclude_bos_score,
@@ -139,10 +132,8 @@ pub fn run_loss_case<B: AutodiffBackend>(
     let zeros = |a: &Array<f64>| vec![0.0; a.data.len()];
     Ok(LossOutputs {
         loss: values(loss),
-        grad_doc_scores: (doc_scores.grad(&grads).map(values))
-            .unwrap_or_else(|| zeros(&case.doc_scores)),
-        grad_seq_logits: (seq_logits.grad(&grads).map(values))
-            .unwrap_or_else(|| zeros(&case.seq_logits)),
+        grad_doc_scores: (doc_scores.grad(&grads).map(values)).unwrap_or_else(|| zeros(&case.doc_scores)),
+        grad_seq_logits: (seq_logits.grad(&grads).map(values)).unwrap_or_else(|| zeros(&case.seq_logits)),
     })
 }
 
@@ -165,19 +156,10 @@ pub fn check_losses<B: AutodiffBackend>(
     for case in &cases {
         let errors = match run_loss_case::<B>(case, device, dtype) {
             Ok(ours) => Errors::between(&ours.loss, &case.loss.data)
-                .max(Errors::between(
-                    &ours.grad_doc_scores,
-                    &case.grad_doc_scores.data,
-                ))
-                .max(Errors::between(
-                    &ours.grad_seq_logits,
-                    &case.grad_seq_logits.data,
-                )),
+                .max(Errors::between(&ours.grad_doc_scores, &case.grad_doc_scores.data))
+                .max(Errors::between(&ours.grad_seq_logits, &case.grad_seq_logits.data)),
             Err(e) => {
-                let infinite = Errors {
-                    max_abs: f64::INFINITY,
-                    max_rel: f64::INFINITY,
-                };
+                let infinite = Errors { max_abs: f64::INFINITY, max_rel: f64::INFINITY };
                 report.failures.push((format!("{} ({e})", case.name), infinite));
                 report.errors = report.errors.max(infinite);
                 continue;

@@ -14,23 +14,13 @@ pub struct Errors {
 impl Errors {
     /// Compares one tensor's values with the reference and returns its errors.
     pub fn between(ours: &[f64], reference: &[f64]) -> Self {
-        let max_abs = ours
-            .iter()
-            .zip(reference)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, nan_max);
-        Self {
-            max_abs,
-            max_rel: relative_error(ours, reference),
-        }
+        let max_abs = ours.iter().zip(reference).map(|(a, b)| (a - b).abs()).fold(0.0, nan_max);
+        Self { max_abs, max_rel: relative_error(ours, reference) }
     }
 
     /// The worse of two.
     pub fn max(self, other: Self) -> Self {
-        Self {
-            max_abs: nan_max(self.max_abs, other.max_abs),
-            max_rel: nan_max(self.max_rel, other.max_rel),
-        }
+        Self { max_abs: nan_max(self.max_abs, other.max_abs), max_rel: nan_max(self.max_rel, other.max_rel) }
     }
 }
 
@@ -49,11 +39,7 @@ pub fn relative_error(ours: &[f64], reference: &[f64]) -> f64 {
     if ours.len() != reference.len() {
         return f64::INFINITY;
     }
-    let diff = ours
-        .iter()
-        .zip(reference)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, nan_max);
+    let diff = ours.iter().zip(reference).map(|(a, b)| (a - b).abs()).fold(0.0, nan_max);
     let scale = reference.iter().map(|b| b.abs()).fold(0.0, f64::max);
     if scale > 0.0 { diff / scale } else { diff }
 }
@@ -94,11 +80,7 @@ impl fmt::Display for ComponentReport {
             self.tolerance,
         )?;
         for (name, errors) in &self.failures {
-            write!(
-                f,
-                "\n  {name}: max_abs_err={:.3e} max_rel_err={:.3e}",
-                errors.max_abs, errors.max_rel
-            )?;
+            write!(f, "\n  {name}: max_abs_err={:.3e} max_rel_err={:.3e}", errors.max_abs, errors.max_rel)?;
         }
         Ok(())
     }

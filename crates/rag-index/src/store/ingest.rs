@@ -119,7 +119,13 @@ impl StoreBuilder {
     pub fn create(path: &Path) -> Result<Self> {
         let mut file = AtomicFile::create(path)?;
         file.write_all(&[0u8; HEADER_LEN])?;
-        Ok(Self { file, hasher: xxhash_rust::xxh3::Xxh3::new(), offsets: vec![0], ids: Vec::new(), slots: vec![0; 1024] })
+        Ok(Self {
+            file,
+            hasher: xxhash_rust::xxh3::Xxh3::new(),
+            offsets: vec![0],
+            ids: Vec::new(),
+            slots: vec![0; 1024],
+        })
     }
 
     /// Passages pushed so far.
@@ -188,7 +194,11 @@ impl StoreBuilder {
     /// already stored or an empty text is an error (ingestion applies [`IngestOptions`] instead).
     pub fn push(&mut self, id: Option<u64>, title: &str, text: &str) -> Result<u64> {
         if text.trim().is_empty() {
-            return Err(IndexError::InvalidOption { field: "text", value: "\"\"".into(), reason: "a passage needs text".into() });
+            return Err(IndexError::InvalidOption {
+                field: "text",
+                value: "\"\"".into(),
+                reason: "a passage needs text".into(),
+            });
         }
         match self.push_raw(id, title, text)? {
             Ok(id) => Ok(id),
@@ -203,11 +213,12 @@ impl StoreBuilder {
 
     /// Streams a corpus file into the store.
     pub fn ingest(&mut self, path: &Path, options: &IngestOptions) -> Result<IngestReport> {
-        let format = options.format.or_else(|| InputFormat::from_path(path)).ok_or_else(|| IndexError::InvalidOption {
-            field: "format",
-            value: path.display().to_string(),
-            reason: "cannot tell the format from the extension (.jsonl, .json or .tsv); set it".into(),
-        })?;
+        let format =
+            options.format.or_else(|| InputFormat::from_path(path)).ok_or_else(|| IndexError::InvalidOption {
+                field: "format",
+                value: path.display().to_string(),
+                reason: "cannot tell the format from the extension (.jsonl, .json or .tsv); set it".into(),
+            })?;
         if let Some(c) = options.chunking
             && (c.words == 0 || c.stride == 0 || c.stride > c.words)
         {
@@ -236,24 +247,23 @@ impl StoreBuilder {
             while matches!(line.last(), Some(b'\n' | b'\r')) {
                 line.pop();
             }
-            let parsed = match std::str::from_utf8(&line) {
-                Err(e) => Err(format!("invalid UTF-8 at byte {} of the line (0-based)", e.valid_up_to())),
-                Ok(s) => match format {
-                    InputFormat::Jsonl if s.trim().is_empty() => continue,
-                    InputFormat::Jsonl => parse_jsonl(s),
-                    InputFormat::DprTsv => match &columns {
-                        None => {
-                            columns = Some(TsvColumns::from_header(s).map_err(|message| IndexError::Malformed {
-                                path: path.to_path_buf(),
-                                line: lineno,
-                                message,
-                            })?);
-                            continue;
-                        }
-                        Some(c) => c.parse(s),
+            let parsed =
+                match std::str::from_utf8(&line) {
+                    Err(e) => Err(format!("invalid UTF-8 at byte {} of the line (0-based)", e.valid_up_to())),
+                    Ok(s) => match format {
+                        InputFormat::Jsonl if s.trim().is_empty() => continue,
+                        InputFormat::Jsonl => parse_jsonl(s),
+                        InputFormat::DprTsv => match &columns {
+                            None => {
+                                columns = Some(TsvColumns::from_header(s).map_err(|message| {
+                                    IndexError::Malformed { path: path.to_path_buf(), line: lineno, message }
+                                })?);
+                                continue;
+                            }
+                            Some(c) => c.parse(s),
+                        },
                     },
-                },
-            };
+                };
             let doc = match parsed {
                 Ok(doc) => doc,
                 Err(message) => {
@@ -276,7 +286,12 @@ impl StoreBuilder {
                     Ok(_) => report.passages += 1,
                     Err(first_row) if options.on_duplicate == OnDuplicate::KeepFirst => {
                         report.skipped_duplicate += 1;
-                        note(report, path, lineno, &format!("duplicate id {} (first stored as passage #{first_row})", id.unwrap_or_default()));
+                        note(
+                            report,
+                            path,
+                            lineno,
+                            &format!("duplicate id {} (first stored as passage #{first_row})", id.unwrap_or_default()),
+                        );
                     }
                     Err(first_row) => {
                         return Err(IndexError::DuplicatePassage {
@@ -306,7 +321,11 @@ impl StoreBuilder {
             }
         }
         if format == InputFormat::DprTsv && columns.is_none() {
-            return Err(IndexError::Malformed { path: path.to_path_buf(), line: 1, message: "empty file: no TSV header line".into() });
+            return Err(IndexError::Malformed {
+                path: path.to_path_buf(),
+                line: 1,
+                message: "empty file: no TSV header line".into(),
+            });
         }
         bar.finish_and_clear();
         Ok(report)
@@ -389,7 +408,9 @@ struct JsonDoc {
 fn parse_id(v: &serde_json::Value) -> std::result::Result<Option<u64>, String> {
     match v {
         serde_json::Value::Null => Ok(None),
-        serde_json::Value::Number(n) => n.as_u64().map(Some).ok_or_else(|| format!("id {n} is not a non-negative integer")),
+        serde_json::Value::Number(n) => {
+            n.as_u64().map(Some).ok_or_else(|| format!("id {n} is not a non-negative integer"))
+        }
         serde_json::Value::String(s) => parse_id_str(s).map(Some),
         other => Err(format!("id {other} is not an integer")),
     }
@@ -429,7 +450,11 @@ impl TsvColumns {
         if fields.len() != self.n {
             return Err(format!("{} tab-separated fields, the header has {}", fields.len(), self.n));
         }
-        Ok(Doc { id: Some(parse_id_str(&unquote(fields[self.id]))?), title: unquote(fields[self.title]), text: unquote(fields[self.text]) })
+        Ok(Doc {
+            id: Some(parse_id_str(&unquote(fields[self.id]))?),
+            title: unquote(fields[self.title]),
+            text: unquote(fields[self.text]),
+        })
     }
 }
 

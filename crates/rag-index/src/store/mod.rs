@@ -89,7 +89,10 @@ impl PassageStore {
         let file = std::fs::File::open(path).map_err(|e| IndexError::io(path, e))?;
         let map = map_file(&file).map_err(|e| IndexError::io(path, e))?;
         if map.len() < HEADER_LEN {
-            return Err(IndexError::corrupt(path, format!("truncated: {} bytes is shorter than the {HEADER_LEN}-byte header", map.len())));
+            return Err(IndexError::corrupt(
+                path,
+                format!("truncated: {} bytes is shorter than the {HEADER_LEN}-byte header", map.len()),
+            ));
         }
         if &map[0..8] != MAGIC {
             return Err(IndexError::corrupt(path, "not a passage store (magic bytes differ from `RAGPSGS1`)"));
@@ -97,7 +100,10 @@ impl PassageStore {
         let mut r = Reader::new(&map[8..HEADER_LEN], path);
         let version = r.u32("version")?;
         if version != FORMAT_VERSION {
-            return Err(IndexError::corrupt(path, format!("format version {version}, this build reads version {FORMAT_VERSION}")));
+            return Err(IndexError::corrupt(
+                path,
+                format!("format version {version}, this build reads version {FORMAT_VERSION}"),
+            ));
         }
         r.u32("reserved")?;
         let file_len = map.len() as u64;
@@ -107,7 +113,10 @@ impl PassageStore {
         let tables_checksum = r.u64("tables_checksum")?;
         let records_checksum = r.u64("records_checksum")?;
         if count > u32::MAX as usize - 1 || !slots.is_power_of_two() || slots < count {
-            return Err(IndexError::corrupt(path, format!("inconsistent header: {count} passages, {slots} hash slots")));
+            return Err(IndexError::corrupt(
+                path,
+                format!("inconsistent header: {count} passages, {slots} hash slots"),
+            ));
         }
         let offsets_at = (HEADER_LEN + records_len).next_multiple_of(8);
         let ids_at = offsets_at + 8 * (count + 1);
@@ -123,10 +132,22 @@ impl PassageStore {
         if computed != tables_checksum {
             return Err(IndexError::corrupt(
                 path,
-                format!("tables checksum mismatch (stored {tables_checksum:#018x}, computed {computed:#018x}): the file is corrupted"),
+                format!(
+                    "tables checksum mismatch (stored {tables_checksum:#018x}, computed {computed:#018x}): the file is corrupted"
+                ),
             ));
         }
-        let store = Self { path: path.to_path_buf(), map, count, records_len, offsets_at, ids_at, slots_at, slots, records_checksum };
+        let store = Self {
+            path: path.to_path_buf(),
+            map,
+            count,
+            records_len,
+            offsets_at,
+            ids_at,
+            slots_at,
+            slots,
+            records_checksum,
+        };
         let mut prev = 0u64;
         for i in 0..=count {
             let o = store.offset(i);
@@ -145,7 +166,10 @@ impl PassageStore {
         if computed != self.records_checksum {
             return Err(IndexError::corrupt(
                 &self.path,
-                format!("records checksum mismatch (stored {:#018x}, computed {computed:#018x}): the file is corrupted", self.records_checksum),
+                format!(
+                    "records checksum mismatch (stored {:#018x}, computed {computed:#018x}): the file is corrupted",
+                    self.records_checksum
+                ),
             ));
         }
         (0..self.count).try_for_each(|row| self.by_row(row).map(|_| ()))

@@ -38,8 +38,7 @@ impl Problem {
                 let (mut nll, mut smooth) = (0.0, 0.0);
                 for t in (0..self.t).filter(|&t| self.mask[b * self.t + t]) {
                     let mix = |v: usize| {
-                        let terms: Vec<f64> =
-                            (0..self.k).map(|z| prior[z] + self.at(&lp, b, z, t, v)).collect();
+                        let terms: Vec<f64> = (0..self.k).map(|z| prior[z] + self.at(&lp, b, z, t, v)).collect();
                         logsumexp(&terms)
                     };
                     nll -= mix(self.target[b * self.t + t] as usize);
@@ -96,9 +95,5 @@ impl Problem {
 
 /// `Σ_c p_a(c) (log p_a(c) − log p_b(c))` from two log-distributions.
 pub fn kl(log_a: &[f64], log_b: &[f64]) -> f64 {
-    log_a
-        .iter()
-        .zip(log_b)
-        .map(|(a, b)| if *a == f64::NEG_INFINITY { 0.0 } else { a.exp() * (a - b) })
-        .sum()
+    log_a.iter().zip(log_b).map(|(a, b)| if *a == f64::NEG_INFINITY { 0.0 } else { a.exp() * (a - b) }).sum()
 }
