@@ -35,11 +35,6 @@ impl AtomicFile {
         &self.path
     }
 
-    /// The temporary path, for error messages.
-    pub(crate) fn tmp_path(&self) -> &Path {
-        &self.tmp
-    }
-
     pub(crate) fn writer(&mut self) -> &mut BufWriter<File> {
         self.writer.as_mut().expect("writer is present until commit")
     }

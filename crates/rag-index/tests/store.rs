@@ -159,6 +159,16 @@ fn duplicate_ids_fail_or_keep_the_first() {
     let (store, report) = build(dir.path(), &input, &options).unwrap();
     assert_eq!(report.skipped_duplicate, 1);
     assert_eq!(store.get(1).unwrap().unwrap().text, "first");
+
+    // A missing id takes the row number, which can collide with an explicit id: the message names
+    // the id that collided.
+    let input = write(dir.path(), "r.jsonl", b"{\"id\": 1, \"text\": \"a\"}\n{\"text\": \"b\"}\n");
+    let err = build(dir.path(), &input, &IngestOptions::default()).unwrap_err();
+    assert!(err.to_string().ends_with("r.jsonl:2: duplicate passage id 1 (first stored as passage #0)"), "{err}");
+    let mut b = StoreBuilder::create(&dir.path().join("p.rps")).unwrap();
+    b.push(Some(1), "", "x").unwrap();
+    let err = b.push(None, "", "y").unwrap_err(); // row 1
+    assert_eq!(err.to_string(), "invalid option `id` = 1: already names passage #0");
 }
 
 #[test]

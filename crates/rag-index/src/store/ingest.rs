@@ -156,8 +156,8 @@ impl StoreBuilder {
     }
 
     /// Appends one passage; `id: None` takes the passage's row number. Returns the id, or
-    /// `Err(row)` of the passage that already has it.
-    fn push_raw(&mut self, id: Option<u64>, title: &str, text: &str) -> Result<std::result::Result<u64, usize>> {
+    /// `Err((id, row))`: the resolved id and the row of the passage that already has it.
+    fn push_raw(&mut self, id: Option<u64>, title: &str, text: &str) -> Result<std::result::Result<u64, (u64, usize)>> {
         let row = self.ids.len();
         if row >= u32::MAX as usize - 1 {
             return Err(IndexError::InvalidOption {
@@ -168,7 +168,7 @@ impl StoreBuilder {
         }
         let id = id.unwrap_or(row as u64);
         let slot = match self.find(id) {
-            Ok(first) => return Ok(Err(first)),
+            Ok(first) => return Ok(Err((id, first))),
             Err(slot) => slot,
         };
         let title_len = u32::try_from(title.len()).map_err(|_| IndexError::InvalidOption {
@@ -202,11 +202,10 @@ impl StoreBuilder {
         }
         match self.push_raw(id, title, text)? {
             Ok(id) => Ok(id),
-            Err(first) => Err(IndexError::DuplicatePassage {
-                path: self.file.tmp_path().to_path_buf(),
-                line: 0,
-                id: id.unwrap_or_default(),
-                first_row: first as u64,
+            Err((id, first)) => Err(IndexError::InvalidOption {
+                field: "id",
+                value: id.to_string(),
+                reason: format!("already names passage #{first}"),
             }),
         }
     }
@@ -284,20 +283,20 @@ impl StoreBuilder {
             let mut store = |id: Option<u64>, text: &str, report: &mut IngestReport| -> Result<()> {
                 match self.push_raw(id, &doc.title, text)? {
                     Ok(_) => report.passages += 1,
-                    Err(first_row) if options.on_duplicate == OnDuplicate::KeepFirst => {
+                    Err((id, first_row)) if options.on_duplicate == OnDuplicate::KeepFirst => {
                         report.skipped_duplicate += 1;
                         note(
                             report,
                             path,
                             lineno,
-                            &format!("duplicate id {} (first stored as passage #{first_row})", id.unwrap_or_default()),
+                            &format!("duplicate id {id} (first stored as passage #{first_row})"),
                         );
                     }
-                    Err(first_row) => {
+                    Err((id, first_row)) => {
                         return Err(IndexError::DuplicatePassage {
                             path: path.to_path_buf(),
                             line: lineno,
-                            id: id.unwrap_or(self.ids.len() as u64),
+                            id,
                             first_row: first_row as u64,
                         });
                     }
