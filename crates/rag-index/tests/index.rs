@@ -302,3 +302,24 @@ fn hnsw_serves_more_concurrent_callers_than_cores() {
         }
     });
 }
+
+/// A trainer refreshes every embedding many times; the graph must keep accepting them (usearch
+/// marks removed nodes deleted, and its capacity counts them).
+#[test]
+fn hnsw_survives_repeated_full_refreshes() {
+    let dim = 8;
+    let dist = Clustered::new(dim, 4, 0.5, 31);
+    let ids: Vec<u64> = (0..500).collect();
+    let mut h = HnswIndex::new(dim, HnswConfig::default()).unwrap();
+    h.add(&ids, &dist.sample(500, 0)).unwrap();
+    for round in 1..=20u64 {
+        let data = dist.sample(500, round);
+        h.update(&ids, &data).unwrap();
+        assert_eq!(h.len(), 500);
+        assert_eq!(h.vector(7).unwrap(), &data[7 * dim..8 * dim]);
+    }
+    let mut exact = FlatIndex::new(dim, Metric::InnerProduct).unwrap();
+    exact.add(&ids, &dist.sample(500, 20)).unwrap();
+    let queries = dist.sample(50, 99);
+    assert!(recall(&h, &exact, &queries, 5) >= 0.95);
+}
