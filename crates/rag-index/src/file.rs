@@ -201,6 +201,35 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Checks the start of a file this crate wrote: long enough for its `header_len`-byte header, the
+/// `magic` of its kind (`what` names the kind in the error), format version `version`. Returns a
+/// reader over the rest of the header, just after the version field.
+pub(crate) fn check_preamble<'a>(
+    bytes: &'a [u8],
+    path: &'a Path,
+    header_len: usize,
+    magic: &[u8; 8],
+    what: &str,
+    version: u32,
+) -> Result<Reader<'a>> {
+    if bytes.len() < header_len {
+        return Err(IndexError::corrupt(
+            path,
+            format!("truncated: {} bytes is shorter than the {header_len}-byte header", bytes.len()),
+        ));
+    }
+    if &bytes[0..8] != magic {
+        let magic = String::from_utf8_lossy(magic);
+        return Err(IndexError::corrupt(path, format!("not a {what} (magic bytes differ from `{magic}`)")));
+    }
+    let mut r = Reader::new(&bytes[8..header_len], path);
+    let found = r.u32("version")?;
+    if found != version {
+        return Err(IndexError::corrupt(path, format!("format version {found}, this build reads version {version}")));
+    }
+    Ok(r)
+}
+
 /// xxh3-64 of `parts`, in order.
 pub(crate) fn checksum(parts: &[&[u8]]) -> u64 {
     let mut h = Xxh3::new();

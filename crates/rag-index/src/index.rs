@@ -20,7 +20,7 @@
 use std::path::Path;
 
 use crate::error::{IndexError, Result};
-use crate::file::{AtomicFile, HashingWriter, Reader, checksum};
+use crate::file::{AtomicFile, HashingWriter, Reader, check_preamble, checksum};
 use crate::progress;
 use crate::vectors::{Metric, SearchResults, VectorTable, check_vectors};
 
@@ -175,23 +175,7 @@ pub(crate) fn write_index_file(
 /// Reads a whole index file and checks magic, version, kind, lengths and checksum.
 pub(crate) fn read_index_file(path: &Path, expect: Option<IndexKind>) -> Result<(Header, Vec<u8>)> {
     let bytes = std::fs::read(path).map_err(|e| IndexError::io(path, e))?;
-    if bytes.len() < HEADER_LEN {
-        return Err(IndexError::corrupt(
-            path,
-            format!("truncated: {} bytes is shorter than the {HEADER_LEN}-byte header", bytes.len()),
-        ));
-    }
-    if &bytes[0..8] != MAGIC {
-        return Err(IndexError::corrupt(path, "not a rag-index file (magic bytes differ from `RAGINDEX`)"));
-    }
-    let mut r = Reader::new(&bytes[8..HEADER_LEN], path);
-    let version = r.u32("version")?;
-    if version != FORMAT_VERSION {
-        return Err(IndexError::corrupt(
-            path,
-            format!("format version {version}, this build reads version {FORMAT_VERSION}"),
-        ));
-    }
+    let mut r = check_preamble(&bytes, path, HEADER_LEN, MAGIC, "rag-index file", FORMAT_VERSION)?;
     let kind = match r.u8("kind")? {
         1 => IndexKind::Flat,
         2 => IndexKind::Hnsw,

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 
 use crate::error::{IndexError, Result};
-use crate::file::{Reader, checksum};
+use crate::file::{check_preamble, checksum};
 
 pub(crate) const MAGIC: &[u8; 8] = b"RAGPSGS1";
 pub(crate) const FORMAT_VERSION: u32 = 1;
@@ -88,23 +88,7 @@ impl PassageStore {
     pub fn open(path: &Path) -> Result<Self> {
         let file = std::fs::File::open(path).map_err(|e| IndexError::io(path, e))?;
         let map = map_file(&file).map_err(|e| IndexError::io(path, e))?;
-        if map.len() < HEADER_LEN {
-            return Err(IndexError::corrupt(
-                path,
-                format!("truncated: {} bytes is shorter than the {HEADER_LEN}-byte header", map.len()),
-            ));
-        }
-        if &map[0..8] != MAGIC {
-            return Err(IndexError::corrupt(path, "not a passage store (magic bytes differ from `RAGPSGS1`)"));
-        }
-        let mut r = Reader::new(&map[8..HEADER_LEN], path);
-        let version = r.u32("version")?;
-        if version != FORMAT_VERSION {
-            return Err(IndexError::corrupt(
-                path,
-                format!("format version {version}, this build reads version {FORMAT_VERSION}"),
-            ));
-        }
+        let mut r = check_preamble(&map, path, HEADER_LEN, MAGIC, "passage store", FORMAT_VERSION)?;
         r.u32("reserved")?;
         let file_len = map.len() as u64;
         let count = r.len("count", file_len / 12)?;
