@@ -64,10 +64,6 @@ pub trait VectorIndex: Send + Sync + std::fmt::Debug {
     /// first, so a failed call changes nothing.
     fn update(&mut self, ids: &[u64], vectors: &[f32]) -> Result<()> {
         check_vectors(self.dim(), self.metric(), ids, vectors)?;
-        let mut seen = std::collections::HashSet::with_capacity(ids.len());
-        if let Some(&id) = ids.iter().find(|&&id| !seen.insert(id)) {
-            return Err(IndexError::IdExists { id });
-        }
         self.remove(ids)?;
         self.add(ids, vectors)
     }

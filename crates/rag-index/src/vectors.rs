@@ -267,17 +267,14 @@ impl VectorTable {
             + self.rows.capacity() * (size_of::<(u64, usize)>() + 1)
     }
 
-    /// Checks a batch for `add`: the width, finite values, representable under the metric, no
-    /// reserved id, no id twice in the batch and (unless `replacing`) none already stored.
+    /// Checks a batch for `add` ([`check_vectors`]) and, unless `replacing`, that no id is
+    /// already stored.
     pub(crate) fn check_batch(&self, ids: &[u64], vectors: &[f32], replacing: bool) -> Result<()> {
         check_vectors(self.dim, self.metric, ids, vectors)?;
-        let mut seen = std::collections::HashSet::with_capacity(ids.len());
-        for &id in ids {
-            if !seen.insert(id) || (!replacing && self.rows.contains_key(&id)) {
-                return Err(IndexError::IdExists { id });
-            }
+        match ids.iter().find(|&id| !replacing && self.rows.contains_key(id)) {
+            Some(&id) => Err(IndexError::IdExists { id }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Appends a checked batch.
@@ -350,8 +347,8 @@ pub(crate) fn norm(v: &[f32]) -> f32 {
     dot(v, v).sqrt()
 }
 
-/// Checks a vector batch's width against its ids, and that every value is finite and, under the
-/// cosine metric, that no vector is zero.
+/// Checks a vector batch: its width against its ids, no reserved id, no id twice, every value
+/// finite and, under the cosine metric, no zero vector.
 pub(crate) fn check_vectors(dim: usize, metric: Metric, ids: &[u64], vectors: &[f32]) -> Result<()> {
     if vectors.len() != ids.len() * dim {
         return Err(IndexError::Width {
@@ -361,9 +358,13 @@ pub(crate) fn check_vectors(dim: usize, metric: Metric, ids: &[u64], vectors: &[
             detail: format!(" matching {} ids (expected {} values)", ids.len(), ids.len() * dim),
         });
     }
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
     for (row, (&id, v)) in ids.iter().zip(vectors.chunks_exact(dim.max(1))).enumerate() {
         if id == NO_ID {
             return Err(IndexError::ReservedId { id });
+        }
+        if !seen.insert(id) {
+            return Err(IndexError::IdExists { id });
         }
         if let Some(column) = v.iter().position(|x| !x.is_finite()) {
             return Err(IndexError::NonFinite { what: "vectors", row, id, column, value: v[column] });
