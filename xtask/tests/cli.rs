@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const LOSS_FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../crates/rag-losses/tests/fixtures/hf");
+const RETRIEVER_FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../crates/rag-retriever/tests/fixtures/hf");
 
 fn xtask(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_xtask")).args(args).output().expect("the xtask binary runs")
@@ -13,13 +14,13 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// A fixture directory with `losses.json` and an empty `bert/`, removed on drop.
+/// A fixture directory with `losses.json` and an empty `bart/`, removed on drop.
 struct TempFixtures(PathBuf);
 
 impl TempFixtures {
     fn new(name: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("rag-xtask-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("bert")).unwrap();
+        std::fs::create_dir_all(dir.join("bart")).unwrap();
         std::fs::copy(Path::new(LOSS_FIXTURES).join("losses.json"), dir.join("losses.json")).unwrap();
         Self(dir)
     }
@@ -47,16 +48,16 @@ fn parity_without_components_checks_what_is_present_and_reports_the_rest() {
     let out = xtask(&["parity", dir.0.to_str().unwrap()]);
     let text = stdout(&out);
     assert!(text.contains("losses: ok"), "{text}");
-    assert!(text.contains("bert: not implemented"), "{text}");
-    assert!(!text.contains("bart"), "absent components are skipped: {text}");
+    assert!(text.contains("bart: not implemented"), "{text}");
+    assert!(!text.contains("llama"), "absent components are skipped: {text}");
     assert!(out.status.success(), "not requested, so not a failure: {text}");
 }
 
 #[test]
 fn parity_fails_for_a_requested_component_that_is_not_implemented_or_missing() {
     let dir = TempFixtures::new("requested");
-    let out = xtask(&["parity", dir.0.to_str().unwrap(), "--component", "bert"]);
-    assert!(stdout(&out).contains("bert: not implemented"));
+    let out = xtask(&["parity", dir.0.to_str().unwrap(), "--component", "bart"]);
+    assert!(stdout(&out).contains("bart: not implemented"));
     assert!(!out.status.success());
 
     let out = xtask(&["parity", dir.0.to_str().unwrap(), "--component", "llama"]);
@@ -155,4 +156,38 @@ fn ingest_builds_a_store_and_reports_skips() {
     let store = rag_index::PassageStore::open(&store).unwrap();
     assert_eq!(store.get(2).unwrap().unwrap().text, "five");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn parity_bert_and_dpr_pass_in_f32_within_1e_4() {
+    let out = xtask(&["parity", RETRIEVER_FIXTURES, "--component", "bert", "--component", "dpr", "--precision", "f32"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("bert: ok") && text.contains("dpr: ok"), "{text}");
+    assert!(text.contains("tolerance=1e-4 (absolute)"), "{text}");
+}
+
+#[test]
+fn parity_minilm_without_weights_is_skipped_with_the_reason() {
+    let out = xtask(&["parity", RETRIEVER_FIXTURES, "--component", "minilm"]);
+    let text = stdout(&out);
+    assert!(text.contains("minilm: skipped: no --minilm-weights"), "{text}");
+    assert!(!out.status.success(), "a requested check that did not run is not a pass");
+
+    let out = xtask(&["parity", RETRIEVER_FIXTURES]);
+    let text = stdout(&out);
+    assert!(text.contains("minilm: skipped"), "{text}");
+    assert!(out.status.success(), "not requested: {text}");
+}
+
+#[test]
+fn parity_reports_an_unreadable_component_and_goes_on() {
+    let dir = TempFixtures::new("unreadable");
+    std::fs::create_dir_all(dir.0.join("bert")).unwrap();
+    let out = xtask(&["parity", dir.0.to_str().unwrap()]);
+    let text = stdout(&out);
+    assert!(text.contains("bert: FAIL cannot read fixture"), "{text}");
+    assert!(text.contains("expected.json"), "names the file: {text}");
+    assert!(text.contains("losses: ok"), "the other components still run: {text}");
+    assert!(!out.status.success());
 }

@@ -8,14 +8,16 @@
 //! Each component's check is generic over the backend and dtype: the leaf (xtask, a test) picks
 //! them. [`Component`] lists what exists; [`check`] runs one and returns a [`ComponentReport`].
 
+mod encoders;
 mod fixture;
 mod losses;
 mod report;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::{DType, backend::AutodiffBackend};
 
+pub use encoders::{check_bert, check_dpr, check_minilm, encoder_tolerance};
 pub use fixture::{Array, FixtureError};
 pub use losses::{LossCase, LossKind, LossOutputs, check_losses, load_loss_cases, run_loss_case};
 pub use report::{ComponentReport, Errors, relative_error};
@@ -84,22 +86,54 @@ impl Component {
 
     /// Whether this build of the project can check the component yet.
     pub fn implemented(self) -> bool {
-        matches!(self, Component::Losses)
+        matches!(self, Component::Losses | Component::Bert | Component::Dpr | Component::Minilm)
     }
 }
 
-/// Runs one component's check on backend `B` with floats of `dtype`; `Ok(None)` when the
-/// component is not implemented yet.
+/// Inputs some components need besides the fixture directory.
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    /// The real all-MiniLM-L6-v2 directory (`fetch-minilm.sh` prints it); `minilm` is skipped
+    /// without it.
+    pub minilm_weights: Option<PathBuf>,
+}
+
+/// The result of asking for one component's check.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// It ran.
+    Checked(ComponentReport),
+    /// It could not run here; the reason says why (e.g. weights not fetched).
+    Skipped(String),
+    /// This build cannot check it yet.
+    NotImplemented,
+}
+
+/// Runs one component's check on backend `B` with floats of `dtype`.
 pub fn check<B: AutodiffBackend>(
     component: Component,
     dir: &Path,
+    options: &CheckOptions,
     device: &B::Device,
     dtype: DType,
-) -> Result<Option<ComponentReport>, FixtureError> {
-    match component {
-        Component::Losses => check_losses::<B>(&dir.join(component.entry()), device, dtype).map(Some),
-        _ => Ok(None),
-    }
+) -> Result<Outcome, FixtureError> {
+    let entry = dir.join(component.entry());
+    let report = match component {
+        Component::Losses => check_losses::<B>(&entry, device, dtype)?,
+        // Encoders run inference only: the inner backend records no graph.
+        Component::Bert => check_bert::<B::InnerBackend>(&entry, device, dtype)?,
+        Component::Dpr => check_dpr::<B::InnerBackend>(&entry, device, dtype)?,
+        Component::Minilm => match &options.minilm_weights {
+            Some(weights) => check_minilm::<B::InnerBackend>(&entry, weights, device, dtype)?,
+            None => {
+                return Ok(Outcome::Skipped(
+                    "no --minilm-weights DIR (fetch the real weights with scripts/fetch-minilm.sh)".into(),
+                ));
+            }
+        },
+        Component::Bart | Component::Llama | Component::Rag => return Ok(Outcome::NotImplemented),
+    };
+    Ok(Outcome::Checked(report))
 }
 
 /// The tolerance the issues set for a dtype: relative 1e-9 in f64, 1e-5 otherwise.

@@ -150,6 +150,7 @@ pub fn check_losses<B: AutodiffBackend>(
         component: "losses",
         errors: Errors::default(),
         tolerance,
+        absolute: false,
         cases: cases.len(),
         failures: Vec::new(),
     };

@@ -51,8 +51,10 @@ pub struct ComponentReport {
     pub component: &'static str,
     /// Worst errors over all its cases.
     pub errors: Errors,
-    /// The relative tolerance it was held to.
+    /// The tolerance it was held to.
     pub tolerance: f64,
+    /// Whether the tolerance bounds the absolute error (`max_abs`) rather than the relative one.
+    pub absolute: bool,
     /// How many cases were compared.
     pub cases: usize,
     /// The names of the cases over tolerance, with their errors.
@@ -62,7 +64,8 @@ pub struct ComponentReport {
 impl ComponentReport {
     /// Whether every case is within tolerance (and there was at least one).
     pub fn passed(&self) -> bool {
-        self.cases > 0 && self.failures.is_empty() && self.errors.max_rel <= self.tolerance
+        let judged = if self.absolute { self.errors.max_abs } else { self.errors.max_rel };
+        self.cases > 0 && self.failures.is_empty() && judged <= self.tolerance
     }
 }
 
@@ -71,13 +74,14 @@ impl fmt::Display for ComponentReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}: {} max_abs_err={:.3e} max_rel_err={:.3e} cases={} tolerance={:.0e}",
+            "{}: {} max_abs_err={:.3e} max_rel_err={:.3e} cases={} tolerance={:.0e} ({})",
             self.component,
             if self.passed() { "ok" } else { "FAIL" },
             self.errors.max_abs,
             self.errors.max_rel,
             self.cases,
             self.tolerance,
+            if self.absolute { "absolute" } else { "relative" },
         )?;
         for (name, errors) in &self.failures {
             write!(f, "\n  {name}: max_abs_err={:.3e} max_rel_err={:.3e}", errors.max_abs, errors.max_rel)?;

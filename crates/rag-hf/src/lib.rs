@@ -1,0 +1,34 @@
+//! Reading HuggingFace checkpoints for Burn models.
+//!
+//! - [`Checkpoint`]: a memory-mapped safetensors file, or a model directory with
+//!   `model.safetensors` or a sharded checkpoint (`model.safetensors.index.json`). F32, F64, F16
+//!   and BF16 tensors are read; offsets are validated when the file is opened.
+//! - [`Loader`]: builds tensors, `Linear`, `LayerNorm` and `Embedding` modules by their HF names
+//!   under a prefix, on a chosen device and dtype. A tensor the model needs and the checkpoint
+//!   lacks, or one whose shape differs from what the config implies, is an [`HfError`] naming the
+//!   tensor (and both shapes), with a hint when the same tensor sits under another prefix.
+//! - [`read_json`]: config files with errors that name the file, line and column.
+//!
+//! The model crates (`rag-retriever`, `rag-generator`) share this one reader so that every model
+//! loads and fails the same way. Nothing here touches the network.
+//!
+//! ```no_run
+//! use burn::backend::Flex;
+//! use burn::tensor::DType;
+//! use rag_hf::{Checkpoint, Loader};
+//!
+//! let checkpoint = Checkpoint::open("all-MiniLM-L6-v2")?; // a directory or a .safetensors file
+//! let loader = Loader::<Flex>::new(&checkpoint, "", &Default::default(), DType::F32);
+//! let query = loader.push("encoder.layer.0.attention.self").linear("query", 384, 384, true)?;
+//! # Ok::<(), rag_hf::HfError>(())
+//! ```
+
+mod checkpoint;
+mod error;
+mod json;
+mod loader;
+
+pub use checkpoint::{Checkpoint, WEIGHTS_FILE, WEIGHTS_INDEX_FILE};
+pub use error::{HfError, Result};
+pub use json::{parse_json, read_json};
+pub use loader::{Loader, init_embedding, init_linear};
