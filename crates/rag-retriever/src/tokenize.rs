@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 use tokenizers::{
-    EncodeInput, PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationDirection, TruncationParams,
-    TruncationStrategy,
+    EncodeInput, PaddingDirection, PaddingParams, PaddingStrategy, PostProcessor, Tokenizer, TruncationDirection,
+    TruncationParams, TruncationStrategy,
 };
 
 use crate::bert::BertInput;
@@ -158,6 +158,13 @@ impl TextTokenizer {
                 (inner.token_to_id(token).expect("found above"), 0, token.to_string())
             }
         };
+        // tokenizers subtracts the special tokens from the length without a check (an overflow).
+        let specials = inner.get_post_processor().map_or(0, |p| p.added_tokens(true));
+        if max_len <= specials {
+            return Err(fail(format!(
+                "max length {max_len} leaves no room for text beside the {specials} special tokens of a pair"
+            )));
+        }
         inner.with_padding(Some(PaddingParams {
             strategy: PaddingStrategy::BatchLongest,
             direction: PaddingDirection::Right,
