@@ -1,0 +1,76 @@
+//! Opening checkpoints: what is read, and what is refused with the file named.
+
+use std::path::Path;
+
+use burn::backend::Flex;
+use burn::tensor::DType;
+use rag_hf::{Checkpoint, HfError, Loader};
+use safetensors::tensor::{Dtype, TensorView};
+
+fn write(path: &Path, tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) {
+    let views: Vec<(String, TensorView<'_>)> =
+        tensors.iter().map(|(n, d, s, b)| (n.to_string(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+#[test]
+fn linear_weights_are_transposed_and_layer_norm_accepts_gamma_beta() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    write(
+        &path,
+        &[
+            // PyTorch [out=3, in=2].
+            ("lin.weight", Dtype::F32, vec![3, 2], f32_bytes(&[1., 2., 3., 4., 5., 6.])),
+            ("lin.bias", Dtype::F32, vec![3], f32_bytes(&[0.5, 0., -0.5])),
+            ("norm.gamma", Dtype::F32, vec![2], f32_bytes(&[1., 1.])),
+            ("norm.beta", Dtype::F32, vec![2], f32_bytes(&[0., 0.])),
+        ],
+    );
+    let checkpoint = Checkpoint::open(&path).unwrap();
+    let loader = Loader::<Flex>::new(&checkpoint, "", &Default::default(), DType::F32);
+    let lin = loader.linear("lin", 2, 3, true).unwrap();
+    let x = burn::tensor::Tensor::<Flex, 2>::from_data([[1.0f32, 1.0]], &Default::default());
+    let y: Vec<f32> = lin.forward(x).into_data().to_vec().unwrap();
+    assert_eq!(y, vec![3.5, 7.0, 10.5], "y = W·x + b with W in PyTorch's [out, in]");
+    assert!(loader.layer_norm("norm", 2, 1e-5).is_ok());
+    assert!(matches!(loader.embedding("emb", 3, 2), Err(HfError::MissingTensor { .. })));
+    let err = loader.embedding("lin", 2, 3).unwrap_err();
+    assert!(matches!(&err, HfError::ShapeMismatch { expected, found, .. } if expected == &[2, 3] && found == &[3, 2]));
+    assert!(err.to_string().contains("`lin.weight` in") && err.to_string().contains("m.safetensors"), "{err}");
+}
+
+#[test]
+fn integer_tensors_and_bad_shard_indexes_are_refused_with_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    write(&path, &[("ids", Dtype::I32, vec![2], vec![1, 0, 0, 0, 2, 0, 0, 0])]);
+    let checkpoint = Checkpoint::open(dir.path()).unwrap();
+    let err = checkpoint.read("ids").unwrap_err().to_string();
+    assert!(err.contains("`ids`") && err.contains("I32") && err.contains("model.safetensors"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("a.safetensors"), &[("x", Dtype::F32, vec![1], f32_bytes(&[1.]))]);
+    std::fs::write(
+        dir.path().join("model.safetensors.index.json"),
+        r#"{"weight_map": {"x": "a.safetensors", "y": "a.safetensors"}}"#,
+    )
+    .unwrap();
+    let err = Checkpoint::open(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("model.safetensors.index.json") && err.contains("`y`"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let err = Checkpoint::open(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("no model.safetensors or model.safetensors.index.json"), "{err}");
+
+    let path = dir.path().join("cut.safetensors");
+    write(&path, &[("x", Dtype::F32, vec![4], f32_bytes(&[1., 2., 3., 4.]))]);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+    let err = Checkpoint::open(&path).unwrap_err().to_string();
+    assert!(err.contains("cut.safetensors is not a valid safetensors file"), "{err}");
+}

