@@ -4,11 +4,13 @@
 //! - `parity DIR [--component NAME]...`: checks the project against a fixture directory in the
 //!   format of `shared/fixtures/hf` and prints `COMPONENT: ok|FAIL max_abs_err=... max_rel_err=...`.
 //! - `ingest FILE... -o STORE`: builds a passage store from JSONL / DPR TSV corpus files.
+//! - `index --store S --encoder DIR -o INDEX`: encodes a store into a vector index.
 //! - `bench-index`: build time, QPS, recall@k and memory per vector of one index kind, as JSON.
 //!
 //! This leaf picks the hardware: the CPU backend (Burn's Flex) for now.
 
 mod bench_index;
+mod index;
 mod ingest;
 mod parity;
 mod train;
@@ -32,6 +34,8 @@ enum Command {
     Parity(parity::ParityArgs),
     /// Build a passage store from corpus files (JSONL or DPR TSV).
     Ingest(ingest::IngestArgs),
+    /// Encode a passage store into a vector index with a retriever's document encoder.
+    Index(index::IndexArgs),
     /// Measure an index kind: build time, queries/s, recall@k against exact search, bytes/vector.
     BenchIndex(bench_index::BenchIndexArgs),
 }
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
         Command::Parity(args) => parity::run(args),
         Command::BenchIndex(args) => bench_index::run(args),
         Command::Ingest(args) => ingest::run(args),
+        Command::Index(args) => index::run(args),
     };
     match outcome {
         Ok(code) => code,

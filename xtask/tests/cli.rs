@@ -191,3 +191,38 @@ fn parity_reports_an_unreadable_component_and_goes_on() {
     assert!(text.contains("losses: ok"), "the other components still run: {text}");
     assert!(!out.status.success());
 }
+
+#[test]
+fn index_encodes_a_store_with_a_hf_encoder_and_writes_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.jsonl");
+    std::fs::write(
+        &corpus,
+        "{\"id\": 7, \"title\": \"Paris\", \"text\": \"Paris is the capital of France.\"}\n\
+         {\"id\": 8, \"title\": \"\", \"text\": \"The cat sat on the mat.\"}\n",
+    )
+    .unwrap();
+    let store = dir.path().join("corpus.store");
+    let out = xtask(&["ingest", corpus.to_str().unwrap(), "-o", store.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let encoder = format!("{RETRIEVER_FIXTURES}/dpr");
+    let tokenizer = format!("{RETRIEVER_FIXTURES}/../tiny-wordpiece/tokenizer.json");
+    let index = dir.path().join("corpus.index");
+    let args = ["index", "--store", store.to_str().unwrap(), "--encoder", &encoder, "--tokenizer", &tokenizer];
+    let args: Vec<&str> = args.into_iter().chain(["-o", index.to_str().unwrap()]).collect();
+
+    // The tokenizer would allow 512 tokens; the fixture encoder has 64 positions.
+    let out = xtask(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("pass --max-len 64"), "{err}");
+    assert!(!index.exists());
+
+    let out = xtask(&args.iter().copied().chain(["--max-len", "64"]).collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(report["passages"], 2);
+    assert_eq!(report["dim"], 32);
+    let index = rag_index::open_index(&index).unwrap();
+    assert_eq!(index.len(), 2);
+    assert!(index.vector(7).is_some() && index.vector(8).is_some());
+}

@@ -7,7 +7,16 @@
 //! (thorough and fast) / REPLUG ensemble decoding with provenance, whole-model checkpoints and HF
 //! RAG checkpoint loading, and the generated datasets of the embedded default.
 //!
+//! Today it holds [`index_store`]: a passage store encoded into a vector index by the
+//! retriever's document encoder.
+//!
 //! It picks no backend: the leaf (xtask, benches, tests) does.
+
+mod error;
+mod indexing;
+
+pub use error::{RagError, Result};
+pub use indexing::index_store;
 
 pub use rag_generator;
 pub use rag_index;

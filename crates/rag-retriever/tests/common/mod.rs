@@ -75,52 +75,19 @@ pub fn edited_model(
     dir
 }
 
-/// The words of the tiny WordPiece vocabulary of [`tiny_tokenizer_json`] (after the five
-/// special tokens `[PAD] [UNK] [CLS] [SEP] [MASK]`, ids 0–4).
+/// The words of the tiny WordPiece vocabulary of `tests/fixtures/tiny-wordpiece/tokenizer.json`
+/// (after the five special tokens `[PAD] [UNK] [CLS] [SEP] [MASK]`, ids 0–4): a BERT-style
+/// tokenizer (lowercasing normalizer, WordPiece, `[CLS] A [SEP] B [SEP]` template) with no
+/// padding or truncation set.
 pub const WORDS: &[&str] = &[
     "the", "cat", "sat", "on", "mat", "a", "dog", "ran", "##s", "paris", "is", "capital", "of", "france", "who",
     "wrote", "what", ".", "?", ",", "river", "city", "in", "and", "blue", "red",
 ];
 
-/// A BERT-style `tokenizer.json` (lowercasing normalizer, WordPiece, `[CLS] A [SEP] B [SEP]`
-/// template) over [`WORDS`], with no padding or truncation set.
+/// The tiny tokenizer's JSON; without `[PAD]` (renamed `[NOPAD]`) when `with_pad` is false.
 pub fn tiny_tokenizer_json(with_pad: bool) -> String {
-    let mut tokens: Vec<&str> = vec!["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
-    if !with_pad {
-        tokens[0] = "[NOPAD]";
-    }
-    tokens.extend(WORDS);
-    let vocab: serde_json::Map<String, serde_json::Value> =
-        tokens.iter().enumerate().map(|(i, t)| (t.to_string(), serde_json::json!(i))).collect();
-    let added: Vec<serde_json::Value> = tokens[..5]
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            serde_json::json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
-                "normalized": false, "special": true})
-        })
-        .collect();
-    serde_json::json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": added,
-        "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
-            "strip_accents": null, "lowercase": true},
-        "pre_tokenizer": {"type": "BertPreTokenizer"},
-        "post_processor": {"type": "TemplateProcessing",
-            "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-                {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
-            "pair": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-                {"SpecialToken": {"id": "[SEP]", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}},
-                {"SpecialToken": {"id": "[SEP]", "type_id": 1}}],
-            "special_tokens": {"[CLS]": {"id": "[CLS]", "ids": [2], "tokens": ["[CLS]"]},
-                "[SEP]": {"id": "[SEP]", "ids": [3], "tokens": ["[SEP]"]}}},
-        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
-        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
-            "max_input_chars_per_word": 100, "vocab": vocab}
-    })
-    .to_string()
+    let json = std::fs::read_to_string(Path::new(FIXTURES).join("../tiny-wordpiece/tokenizer.json")).unwrap();
+    if with_pad { json } else { json.replace("\"[PAD]\"", "\"[NOPAD]\"") }
 }
 
 /// [`tiny_tokenizer_json`] written to a temp dir as `tokenizer.json`.
