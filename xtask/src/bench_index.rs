@@ -18,6 +18,18 @@ pub enum Kind {
     HnswI8,
 }
 
+impl Kind {
+    /// The HNSW storage of this kind; `None` for the exact index.
+    pub fn hnsw_storage(self) -> Option<Storage> {
+        match self {
+            Kind::Flat => None,
+            Kind::HnswF32 => Some(Storage::F32),
+            Kind::HnswF16 => Some(Storage::F16),
+            Kind::HnswI8 => Some(Storage::I8),
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct BenchIndexArgs {
     /// Base vectors (.fvecs).
@@ -67,11 +79,17 @@ pub enum MetricArg {
     Cosine,
 }
 
+impl From<MetricArg> for Metric {
+    fn from(metric: MetricArg) -> Self {
+        match metric {
+            MetricArg::Ip => Metric::InnerProduct,
+            MetricArg::Cosine => Metric::Cosine,
+        }
+    }
+}
+
 pub fn run(args: BenchIndexArgs) -> Result<std::process::ExitCode> {
-    let metric = match args.metric {
-        MetricArg::Ip => Metric::InnerProduct,
-        MetricArg::Cosine => Metric::Cosine,
-    };
+    let metric = Metric::from(args.metric);
     if args.k == 0 || args.batch == 0 || args.n_queries == 0 {
         bail!("--k, --batch and --n-queries must be at least 1");
     }
@@ -115,14 +133,9 @@ pub fn run(args: BenchIndexArgs) -> Result<std::process::ExitCode> {
     let flat_secs = start.elapsed().as_secs_f64();
     let flat_gflops = 2.0 * n as f64 * dim as f64 * n_queries as f64 / flat_secs / 1e9;
 
-    let (index, build_seconds): (Box<dyn VectorIndex>, f64) = match args.kind {
-        Kind::Flat => (Box::new(exact.clone()), flat_build),
-        Kind::HnswF32 | Kind::HnswF16 | Kind::HnswI8 => {
-            let storage = match args.kind {
-                Kind::HnswF16 => Storage::F16,
-                Kind::HnswI8 => Storage::I8,
-                _ => Storage::F32,
-            };
+    let (index, build_seconds): (Box<dyn VectorIndex>, f64) = match args.kind.hnsw_storage() {
+        None => (Box::new(exact.clone()), flat_build),
+        Some(storage) => {
             let config = HnswConfig {
                 metric,
                 storage,

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use burn::backend::Flex;
 use burn::tensor::DType;
 use clap::{Args, ValueEnum};
-use rag_index::{FlatIndex, HnswConfig, HnswIndex, Metric, PassageStore, Storage, VectorIndex};
+use rag_index::{FlatIndex, HnswConfig, HnswIndex, Metric, PassageStore, VectorIndex};
 use rag_retriever::{EncodeOptions, Encoder, EncoderOptions, Pooling, TextTokenizer};
 use serde_json::json;
 
@@ -79,21 +79,11 @@ pub fn run(args: IndexArgs) -> Result<ExitCode> {
             encoder.bert().max_positions()
         );
     }
-    let metric = match args.metric {
-        MetricArg::Ip => Metric::InnerProduct,
-        MetricArg::Cosine => Metric::Cosine,
-    };
+    let metric = Metric::from(args.metric);
     let dim = encoder.dim();
-    let mut index: Box<dyn VectorIndex> = match args.kind {
-        Kind::Flat => Box::new(FlatIndex::new(dim, metric)?),
-        Kind::HnswF32 | Kind::HnswF16 | Kind::HnswI8 => {
-            let storage = match args.kind {
-                Kind::HnswF16 => Storage::F16,
-                Kind::HnswI8 => Storage::I8,
-                _ => Storage::F32,
-            };
-            Box::new(HnswIndex::new(dim, HnswConfig { metric, storage, ..HnswConfig::default() })?)
-        }
+    let mut index: Box<dyn VectorIndex> = match args.kind.hnsw_storage() {
+        None => Box::new(FlatIndex::new(dim, metric)?),
+        Some(storage) => Box::new(HnswIndex::new(dim, HnswConfig { metric, storage, ..HnswConfig::default() })?),
     };
     eprintln!("encoding {} passages from {} into a {dim}-dimensional index", store.len(), args.store.display());
     let encode = EncodeOptions { batch_size: args.batch_size, with_titles: !args.no_titles, progress: true };

@@ -58,16 +58,17 @@ impl Checkpoint {
     /// `model.safetensors.index.json` and the shards it names).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        if !path.is_dir() {
-            let shard = open_shard(path)?;
-            let tensors = shard_entries(&shard, 0)?;
-            return Ok(Self { location: path.to_path_buf(), shards: vec![shard], tensors });
-        }
         let single = path.join(WEIGHTS_FILE);
-        if single.is_file() {
-            let shard = open_shard(&single)?;
-            let tensors = shard_entries(&shard, 0)?;
-            return Ok(Self { location: single, shards: vec![shard], tensors });
+        let file = if !path.is_dir() {
+            Some(path.to_path_buf())
+        } else if single.is_file() {
+            Some(single)
+        } else {
+            None
+        };
+        if let Some(file) = file {
+            let (shard, tensors) = open_shard(&file, 0)?;
+            return Ok(Self { location: file, shards: vec![shard], tensors });
         }
         let index_path = path.join(WEIGHTS_INDEX_FILE);
         if !index_path.is_file() {
@@ -91,8 +92,8 @@ impl Checkpoint {
         let mut shards = Vec::with_capacity(files.len());
         let mut tensors = BTreeMap::new();
         for (i, file) in files.iter().enumerate() {
-            let shard = open_shard(&path.join(file))?;
-            tensors.append(&mut shard_entries(&shard, i)?);
+            let (shard, mut entries) = open_shard(&path.join(file), i)?;
+            tensors.append(&mut entries);
             shards.push(shard);
         }
         let mut names: Vec<_> = index.weight_map.iter().collect();
@@ -184,22 +185,19 @@ fn le_values<T, const N: usize>(bytes: &[u8], decode: impl Fn([u8; N]) -> T) -> 
     bytes.chunks_exact(N).map(|c| decode(c.try_into().expect("chunks_exact yields N bytes"))).collect()
 }
 
-fn open_shard(path: &Path) -> Result<Shard> {
+/// Maps one file and reads its header once; `index` is the shard's position, kept in its entries.
+fn open_shard(path: &Path, index: usize) -> Result<(Shard, BTreeMap<String, Entry>)> {
     let io = |source| HfError::Io { path: path.to_path_buf(), source };
     let file = File::open(path).map_err(io)?;
     let map = map_file(&file).map_err(io)?;
-    let malformed = |message: String| HfError::Malformed { path: path.to_path_buf(), message };
-    // `deserialize` checks the header and that every tensor's offsets lie inside the file and
-    // match its dtype and shape; after it, slicing by `data_offsets` cannot go out of bounds.
-    SafeTensors::deserialize(&map).map_err(|e| malformed(e.to_string()))?;
-    let (header_len, _) = SafeTensors::read_metadata(&map).map_err(|e| malformed(e.to_string()))?;
-    Ok(Shard { path: path.to_path_buf(), map, data_start: 8 + header_len })
-}
-
-fn shard_entries(shard: &Shard, index: usize) -> Result<BTreeMap<String, Entry>> {
-    let (_, metadata) = SafeTensors::read_metadata(&shard.map)
-        .map_err(|e| HfError::Malformed { path: shard.path.clone(), message: e.to_string() })?;
-    Ok(metadata.tensors().into_iter().map(|(name, info)| (name, Entry { shard: index, info: info.clone() })).collect())
+    // `read_metadata` checks the header and that the tensors' offsets are contiguous, match their
+    // dtypes and shapes, and end exactly at the end of the file; after it, slicing by
+    // `data_offsets` cannot go out of bounds.
+    let (header_len, metadata) = SafeTensors::read_metadata(&map)
+        .map_err(|e| HfError::Malformed { path: path.to_path_buf(), message: e.to_string() })?;
+    let entries =
+        metadata.tensors().into_iter().map(|(name, info)| (name, Entry { shard: index, info: info.clone() })).collect();
+    Ok((Shard { path: path.to_path_buf(), map, data_start: 8 + header_len }, entries))
 }
 
 /// Maps a checkpoint file read-only.
@@ -207,6 +205,6 @@ fn shard_entries(shard: &Shard, index: usize) -> Result<BTreeMap<String, Entry>>
 fn map_file(file: &File) -> std::io::Result<Mmap> {
     // SAFETY: the mapping is read-only. Checkpoints are not modified while a model loads from
     // them (the memmap2 contract every mmap-based reader relies on); all reads are slices whose
-    // bounds `SafeTensors::deserialize` validated against the mapping's length.
+    // bounds `SafeTensors::read_metadata` validated against the mapping's length.
     unsafe { Mmap::map(file) }
 }

@@ -25,16 +25,6 @@ pub enum HfError {
         /// serde's description.
         message: String,
     },
-    /// A config value that parses but cannot be used.
-    #[error("{path}: field `{field}`: {message}")]
-    Config {
-        /// The config file.
-        path: PathBuf,
-        /// The field.
-        field: String,
-        /// What is wrong with it.
-        message: String,
-    },
     /// A safetensors file whose header is malformed or whose offsets leave the file.
     #[error("{path} is not a valid safetensors file: {message}")]
     Malformed {

@@ -10,12 +10,7 @@ use crate::{HfError, Result};
 /// sentence-transformers module config).
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|source| HfError::Io { path: path.to_path_buf(), source })?;
-    parse_json(path, &text)
-}
-
-/// Parses JSON text read from `path` (named in errors).
-pub fn parse_json<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T> {
-    serde_json::from_str(text).map_err(|e| HfError::Json {
+    serde_json::from_str(&text).map_err(|e| HfError::Json {
         path: path.to_path_buf(),
         line: e.line(),
         column: e.column(),

@@ -30,5 +30,5 @@ mod loader;
 
 pub use checkpoint::{Checkpoint, WEIGHTS_FILE, WEIGHTS_INDEX_FILE};
 pub use error::{HfError, Result};
-pub use json::{parse_json, read_json};
+pub use json::read_json;
 pub use loader::{Loader, init_embedding, init_linear};

@@ -6,7 +6,7 @@ use std::path::Path;
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Int, Tensor, TensorData};
+use burn::tensor::{DType, Tensor};
 use rag_hf::{Checkpoint, Loader, init_linear};
 use serde::{Deserialize, Serialize};
 
@@ -293,14 +293,4 @@ impl<B: Backend> Encoder<B> {
         };
         if self.normalize { l2_normalize(projected) } else { projected }
     }
-}
-
-/// Builds a `[batch, len]` Int tensor from row-major ids.
-pub(crate) fn int_tensor<B: Backend>(
-    values: &[i64],
-    batch: usize,
-    len: usize,
-    device: &B::Device,
-) -> Tensor<B, 2, Int> {
-    Tensor::from_data(TensorData::new(values.to_vec(), [batch, len]), device)
 }

@@ -33,15 +33,14 @@ impl Pooling {
         pooler_output: Option<Tensor<B, 2>>,
     ) -> Tensor<B, 2> {
         let [batch, len, d] = hidden.dims();
-        let dtype = hidden.dtype();
-        // `Int::float` creates the default float dtype: cast to the hidden states' own.
-        let weights = || mask.clone().float().cast(dtype).reshape([batch, len, 1]);
         match self {
             Pooling::Cls => hidden.narrow(1, 0, 1).reshape([batch, d]),
             Pooling::Pooler => pooler_output.expect("Encoder checks that Pooling::Pooler has a pooler"),
             Pooling::Mean | Pooling::MeanSqrtLen => {
-                let summed = (hidden * weights()).sum_dim(1).reshape([batch, d]);
-                let counts = weights().sum_dim(1).reshape([batch, 1]).clamp_min(MIN_TOKENS);
+                // `Int::float` creates the default float dtype: cast to the hidden states' own.
+                let weights = mask.float().cast(hidden.dtype()).reshape([batch, len, 1]);
+                let counts = weights.clone().sum_dim(1).reshape([batch, 1]).clamp_min(MIN_TOKENS);
+                let summed = (hidden * weights).sum_dim(1).reshape([batch, d]);
                 let counts = if self == Pooling::Mean { counts } else { counts.sqrt() };
                 summed / counts
             }

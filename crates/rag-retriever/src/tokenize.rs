@@ -4,13 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
 use tokenizers::{
     EncodeInput, PaddingDirection, PaddingParams, PaddingStrategy, PostProcessor, Tokenizer, TruncationDirection,
     TruncationParams, TruncationStrategy,
 };
 
 use crate::bert::BertInput;
-use crate::encoder::int_tensor;
 use crate::{Result, RetrieverError};
 
 /// BERT's position table size: the truncation length when neither the caller nor the
@@ -228,4 +228,9 @@ impl TextTokenizer {
         }
         TokenBatch::new(ids, mask, Some(types), batch, len)
     }
+}
+
+/// Builds a `[batch, len]` Int tensor from row-major ids.
+fn int_tensor<B: Backend>(values: &[i64], batch: usize, len: usize, device: &B::Device) -> Tensor<B, 2, Int> {
+    Tensor::from_data(TensorData::new(values.to_vec(), [batch, len]), device)
 }

@@ -30,7 +30,7 @@ fn every_passage_is_its_own_nearest_neighbour_under_its_id() {
     assert_eq!(index.len(), 5);
     for i in 0..5u64 {
         let own = index.vector(100 + i).unwrap();
-        let hits = index.search(&own, 1).unwrap();
+        let hits = index.search(own, 1).unwrap();
         assert_eq!(hits.ids, vec![100 + i]);
         assert!((hits.scores[0] - 1.0).abs() < 1e-5, "unit vectors score 1 against themselves");
     }
