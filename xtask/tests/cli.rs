@@ -14,13 +14,13 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// A fixture directory with `losses.json` and an empty `bart/`, removed on drop.
+/// A fixture directory with `losses.json` and an empty `rag/`, removed on drop.
 struct TempFixtures(PathBuf);
 
 impl TempFixtures {
     fn new(name: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("rag-xtask-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("bart")).unwrap();
+        std::fs::create_dir_all(dir.join("rag")).unwrap();
         std::fs::copy(Path::new(LOSS_FIXTURES).join("losses.json"), dir.join("losses.json")).unwrap();
         Self(dir)
     }
@@ -48,7 +48,7 @@ fn parity_without_components_checks_what_is_present_and_reports_the_rest() {
     let out = xtask(&["parity", dir.0.to_str().unwrap()]);
     let text = stdout(&out);
     assert!(text.contains("losses: ok"), "{text}");
-    assert!(text.contains("bart: not implemented"), "{text}");
+    assert!(text.contains("rag: not implemented"), "{text}");
     assert!(!text.contains("llama"), "absent components are skipped: {text}");
     assert!(out.status.success(), "not requested, so not a failure: {text}");
 }
@@ -56,8 +56,8 @@ fn parity_without_components_checks_what_is_present_and_reports_the_rest() {
 #[test]
 fn parity_fails_for_a_requested_component_that_is_not_implemented_or_missing() {
     let dir = TempFixtures::new("requested");
-    let out = xtask(&["parity", dir.0.to_str().unwrap(), "--component", "bart"]);
-    assert!(stdout(&out).contains("bart: not implemented"));
+    let out = xtask(&["parity", dir.0.to_str().unwrap(), "--component", "rag"]);
+    assert!(stdout(&out).contains("rag: not implemented"));
     assert!(!out.status.success());
 
     let out = xtask(&["parity", dir.0.to_str().unwrap(), "--component", "llama"]);

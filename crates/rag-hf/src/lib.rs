@@ -7,6 +7,7 @@
 //!   under a prefix, on a chosen device and dtype. A tensor the model needs and the checkpoint
 //!   lacks, or one whose shape differs from what the config implies, is an [`HfError`] naming the
 //!   tensor (and both shapes), with a hint when the same tensor sits under another prefix.
+//! - [`Activation`]: the feed-forward activations HF configs name.
 //! - [`read_json`]: config files with errors that name the file, line and column.
 //!
 //! The model crates (`rag-retriever`, `rag-generator`) share this one reader so that every model
@@ -23,11 +24,13 @@
 //! # Ok::<(), rag_hf::HfError>(())
 //! ```
 
+mod activation;
 mod checkpoint;
 mod error;
 mod json;
 mod loader;
 
+pub use activation::Activation;
 pub use checkpoint::{Checkpoint, WEIGHTS_FILE, WEIGHTS_INDEX_FILE};
 pub use error::{HfError, Result};
 pub use json::read_json;

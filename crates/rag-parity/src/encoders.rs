@@ -41,7 +41,7 @@ struct MinilmExpected {
     cosine: Array<f64>,
 }
 
-fn field(path: &Path, case: &str, field: &'static str, message: String) -> FixtureError {
+pub(crate) fn field(path: &Path, case: &str, field: &'static str, message: String) -> FixtureError {
     FixtureError::Field { path: path.to_path_buf(), case: case.to_string(), field, message }
 }
 
@@ -49,12 +49,12 @@ fn model_error(dir: &Path, e: rag_retriever::RetrieverError) -> FixtureError {
     field(dir, "model", "model.safetensors", e.to_string())
 }
 
-fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
+pub(crate) fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
     t.into_data().convert::<f64>().to_vec::<f64>().expect("converted to f64 just above")
 }
 
 /// Compares `ours` with `expected` (shape and values) and folds the errors into `report`.
-fn compare(report: &mut ComponentReport, name: &str, ours: (Vec<usize>, Vec<f64>), expected: &Array<f64>) {
+pub(crate) fn compare(report: &mut ComponentReport, name: &str, ours: (Vec<usize>, Vec<f64>), expected: &Array<f64>) {
     let same_shape = ours.0 == expected.shape;
     let errors = if same_shape {
         Errors::between(&ours.1, &expected.data)
@@ -73,7 +73,7 @@ fn compare(report: &mut ComponentReport, name: &str, ours: (Vec<usize>, Vec<f64>
     }
 }
 
-fn shaped<B: Backend, const D: usize>(t: Tensor<B, D>) -> (Vec<usize>, Vec<f64>) {
+pub(crate) fn shaped<B: Backend, const D: usize>(t: Tensor<B, D>) -> (Vec<usize>, Vec<f64>) {
     (t.dims().to_vec(), values(t))
 }
 
@@ -107,7 +107,7 @@ fn token_batch(
         .map_err(|e| field(path, "inputs", "input_ids", e.to_string()))
 }
 
-fn empty_report(component: &'static str, dtype: DType) -> ComponentReport {
+pub(crate) fn empty_report(component: &'static str, dtype: DType) -> ComponentReport {
     ComponentReport {
         component,
         errors: Errors::default(),

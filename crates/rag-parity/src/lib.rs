@@ -10,6 +10,7 @@
 
 mod encoders;
 mod fixture;
+mod generators;
 mod losses;
 mod report;
 
@@ -19,6 +20,7 @@ use burn::tensor::{DType, backend::AutodiffBackend};
 
 pub use encoders::{check_bert, check_dpr, check_minilm, encoder_tolerance};
 pub use fixture::{Array, FixtureError};
+pub use generators::{check_bart, check_llama, llama_tolerance};
 pub use losses::{LossCase, LossKind, LossOutputs, check_losses, load_loss_cases, run_loss_case};
 pub use report::{ComponentReport, Errors, relative_error};
 
@@ -86,7 +88,7 @@ impl Component {
 
     /// Whether this build of the project can check the component yet.
     pub fn implemented(self) -> bool {
-        matches!(self, Component::Losses | Component::Bert | Component::Dpr | Component::Minilm)
+        !matches!(self, Component::Rag)
     }
 }
 
@@ -120,7 +122,7 @@ pub fn check<B: AutodiffBackend>(
     let entry = dir.join(component.entry());
     let report = match component {
         Component::Losses => check_losses::<B>(&entry, device, dtype)?,
-        // Encoders run inference only: the inner backend records no graph.
+        // Encoders and generators run inference only: the inner backend records no graph.
         Component::Bert => check_bert::<B::InnerBackend>(&entry, device, dtype)?,
         Component::Dpr => check_dpr::<B::InnerBackend>(&entry, device, dtype)?,
         Component::Minilm => match &options.minilm_weights {
@@ -131,7 +133,9 @@ pub fn check<B: AutodiffBackend>(
                 ));
             }
         },
-        Component::Bart | Component::Llama | Component::Rag => return Ok(Outcome::NotImplemented),
+        Component::Bart => check_bart::<B::InnerBackend>(&entry, device, dtype)?,
+        Component::Llama => check_llama::<B::InnerBackend>(&entry, device, dtype)?,
+        Component::Rag => return Ok(Outcome::NotImplemented),
     };
     Ok(Outcome::Checked(report))
 }

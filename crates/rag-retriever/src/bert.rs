@@ -16,7 +16,6 @@
 
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::activation::{gelu, gelu_approximate, relu, silu};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -250,12 +249,7 @@ impl<B: Backend> BertLayer<B> {
             .reshape([batch, len, d]);
         let attended = self.attention_norm.forward(self.dropout.forward(self.attention_output.forward(context)) + x);
         let hidden = self.intermediate.forward(attended.clone());
-        let hidden = match self.activation {
-            Activation::Gelu => gelu(hidden),
-            Activation::GeluTanh => gelu_approximate(hidden),
-            Activation::Relu => relu(hidden),
-            Activation::Silu => silu(hidden),
-        };
+        let hidden = self.activation.apply(hidden);
         self.output_norm.forward(self.dropout.forward(self.output.forward(hidden)) + attended)
     }
 }

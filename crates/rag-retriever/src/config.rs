@@ -4,24 +4,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Result, RetrieverError};
+pub use rag_hf::Activation;
 
-/// The feed-forward activation (`hidden_act` in HF configs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Activation {
-    /// `gelu`: the exact erf form, `x·Φ(x)`.
-    #[serde(rename = "gelu")]
-    Gelu,
-    /// `gelu_new` / `gelu_pytorch_tanh` / `gelu_fast`: the tanh approximation.
-    #[serde(rename = "gelu_new", alias = "gelu_pytorch_tanh", alias = "gelu_fast")]
-    GeluTanh,
-    /// `relu`.
-    #[serde(rename = "relu")]
-    Relu,
-    /// `silu` / `swish`.
-    #[serde(rename = "silu", alias = "swish")]
-    Silu,
-}
+use crate::{Result, RetrieverError};
 
 fn default_activation() -> Activation {
     Activation::Gelu

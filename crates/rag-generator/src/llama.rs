@@ -1,0 +1,497 @@
+//! LLaMA (Touvron et al. 2023), faithful to HuggingFace's `LlamaForCausalLM`
+//! (`transformers/models/llama/modeling_llama.py`); also serves the Llama-architecture family
+//! (TinyLlama, Llama 2/3, and checkpoints that share the layout).
+//!
+//! - Pre-norm layers: `x += o_proj(attn(rms(x)))`, `x += down(act(gate(rms(x))) · up(rms(x)))`,
+//!   a final RMSNorm, and an LM head that is `lm_head.weight` or, with `tie_word_embeddings`,
+//!   the token-embedding matrix.
+//! - RMSNorm is written here (`x / sqrt(mean(x²) + eps) · w`) in the input's dtype: Burn's own
+//!   computes in f32, which breaks f64 gradient checks.
+//! - Rotary embeddings in HF's `rotate_half` layout (pairs `i` and `i + d/2`), not Burn's
+//!   interleaved `RotaryEncoding`; θ and scaling (`default`, `linear`, `llama3`) from the config.
+//! - Grouped-query attention: query head `h` reads key/value head `h / (heads / kv_heads)`.
+//! - Left padding: position ids come from the attention mask (`cumsum(mask) - 1`, as HF's
+//!   `generate` computes them), and padded keys are masked, so a row's logits do not depend on
+//!   how much padding precedes it.
+
+use burn::module::{Module, Param};
+use burn::nn::{Dropout, DropoutConfig, Embedding, Linear};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
+use rag_hf::{Activation, Loader, init_embedding, init_linear};
+
+use crate::Result;
+use crate::attention::{KvCache, attend, causal, key_padding, split_heads};
+use crate::config::{LlamaConfig, RopeScaling};
+use crate::generation::GenerationConfig;
+use crate::search::{DecodeState, Generated, StepModel, generate};
+use crate::tokenizer::{Padded, PaddingSide};
+
+/// Root-mean-square LayerNorm without centering or bias (HF's `LlamaRMSNorm`).
+#[derive(Module, Debug)]
+pub struct RmsNorm<B: Backend> {
+    weight: Param<Tensor<B, 1>>,
+    eps: f64,
+}
+
+impl<B: Backend> RmsNorm<B> {
+    fn init(d: usize, eps: f64, device: &B::Device) -> Self {
+        Self { weight: Param::from_tensor(Tensor::ones([d], device)), eps }
+    }
+
+    fn load(at: &Loader<'_, B>, d: usize, eps: f64) -> Result<Self> {
+        Ok(Self { weight: at.param("weight", [d])?, eps })
+    }
+
+    /// `x / sqrt(mean(x², last axis) + eps) · weight`, in `x`'s dtype.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let mean_square = x.clone().square().mean_dim(D - 1);
+        let normalized = x * mean_square.add_scalar(self.eps).sqrt().recip();
+        normalized * self.weight.val().unsqueeze()
+    }
+}
+
+/// Rotary position embedding in HF's `rotate_half` layout.
+#[derive(Debug, Clone)]
+pub struct Rotary {
+    /// `1 / θ^(2i/d)` for `i < d/2`, after scaling.
+    inv_freq: Vec<f64>,
+}
+
+impl Rotary {
+    /// Frequencies for heads of width `head_dim` (HF's `_compute_default_rope_parameters`
+    /// and, for `llama3`, `_compute_llama3_parameters`).
+    pub fn new(head_dim: usize, theta: f64, scaling: RopeScaling) -> Self {
+        let half = head_dim / 2;
+        let base: Vec<f64> = (0..half).map(|i| 1.0 / theta.powf((2 * i) as f64 / head_dim as f64)).collect();
+        let inv_freq = match scaling {
+            RopeScaling::Default => base,
+            RopeScaling::Linear { factor } => base.into_iter().map(|f| f / factor).collect(),
+            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
+                let low_wavelen = original_max_position_embeddings / low_freq_factor;
+                let high_wavelen = original_max_position_embeddings / high_freq_factor;
+                base.into_iter()
+                    .map(|f| {
+                        let wavelen = 2.0 * std::f64::consts::PI / f;
+                        if wavelen < high_wavelen {
+                            f
+                        } else if wavelen > low_wavelen {
+                            f / factor
+                        } else {
+                            let smooth = (original_max_position_embeddings / wavelen - low_freq_factor)
+                                / (high_freq_factor - low_freq_factor);
+                            (1.0 - smooth) * f / factor + smooth * f
+                        }
+                    })
+                    .collect()
+            }
+        };
+        Self { inv_freq }
+    }
+
+    /// `cos` and `sin` `[b, 1, t, d]` for position ids `[b, t]`, in `dtype`.
+    ///
+    /// Angles and their cos/sin are computed in f32 whatever the model's dtype, as HF's
+    /// `LlamaRotaryEmbedding` does: in half precision `position · inv_freq` would lose whole
+    /// radians past a few thousand positions, and in f64 this keeps parity with HF's numbers.
+    fn tables<B: Backend>(&self, positions: Tensor<B, 2, Int>, dtype: DType) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let [b, t] = positions.dims();
+        let half = self.inv_freq.len();
+        let device = positions.device();
+        let inv_freq: Vec<f32> = self.inv_freq.iter().map(|&f| f as f32).collect();
+        let inv_freq = Tensor::<B, 1>::from_data(TensorData::new(inv_freq, [half]), (&device, DType::F32));
+        let angles = positions.float().cast(DType::F32).reshape([b, t, 1]) * inv_freq.reshape([1, 1, half]);
+        let angles = Tensor::cat(vec![angles.clone(), angles], 2).reshape([b, 1, t, 2 * half]);
+        (angles.clone().cos().cast(dtype), angles.sin().cast(dtype))
+    }
+
+    /// Rotates `x` `[b, h, t, d]` by the tables: `x·cos + rotate_half(x)·sin`, where
+    /// `rotate_half([x1, x2]) = [-x2, x1]`.
+    fn apply<B: Backend>(x: Tensor<B, 4>, cos: Tensor<B, 4>, sin: Tensor<B, 4>) -> Tensor<B, 4> {
+        let half = x.dims()[3] / 2;
+        let rotated = Tensor::cat(vec![x.clone().narrow(3, half, half).neg(), x.clone().narrow(3, 0, half)], 3);
+        x * cos + rotated * sin
+    }
+}
+
+/// Grouped-query self-attention (HF's `LlamaAttention`).
+#[derive(Module, Debug)]
+pub struct LlamaAttention<B: Backend> {
+    q_proj: Linear<B>,
+    k_proj: Linear<B>,
+    v_proj: Linear<B>,
+    o_proj: Linear<B>,
+    heads: usize,
+    kv_heads: usize,
+}
+
+/// The SwiGLU feed-forward block (HF's `LlamaMLP`).
+#[derive(Module, Debug)]
+pub struct LlamaMlp<B: Backend> {
+    gate_proj: Linear<B>,
+    up_proj: Linear<B>,
+    down_proj: Linear<B>,
+    activation: Activation,
+}
+
+/// One decoder layer (HF's `LlamaDecoderLayer`).
+#[derive(Module, Debug)]
+pub struct LlamaLayer<B: Backend> {
+    self_attn: LlamaAttention<B>,
+    mlp: LlamaMlp<B>,
+    input_layernorm: RmsNorm<B>,
+    post_attention_layernorm: RmsNorm<B>,
+    dropout: Dropout,
+}
+
+/// `LlamaForCausalLM`.
+#[derive(Module, Debug)]
+pub struct Llama<B: Backend> {
+    embed_tokens: Embedding<B>,
+    layers: Vec<LlamaLayer<B>>,
+    norm: RmsNorm<B>,
+    /// `None` when tied to `embed_tokens`.
+    lm_head: Option<Linear<B>>,
+    rotary: Rotary,
+    config: LlamaConfig,
+}
+
+/// Repeats each key/value head `n` times along the head axis (HF's `repeat_kv`).
+fn repeat_kv<B: Backend>(x: Tensor<B, 4>, n: usize) -> Tensor<B, 4> {
+    if n == 1 {
+        return x;
+    }
+    let [b, kv, t, d] = x.dims();
+    x.reshape([b, kv, 1, t, d]).expand([b, kv, n, t, d]).reshape([b, kv * n, t, d])
+}
+
+impl<B: Backend> LlamaAttention<B> {
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &(Tensor<B, 4>, Tensor<B, 4>),
+        masked: Tensor<B, 4, Bool>,
+        cache: Option<&mut Option<KvCache<B>>>,
+    ) -> Tensor<B, 3> {
+        let q = Rotary::apply(split_heads(self.q_proj.forward(x.clone()), self.heads), rope.0.clone(), rope.1.clone());
+        let k =
+            Rotary::apply(split_heads(self.k_proj.forward(x.clone()), self.kv_heads), rope.0.clone(), rope.1.clone());
+        let v = split_heads(self.v_proj.forward(x), self.kv_heads);
+        let (k, v) = match cache {
+            Some(cache) => {
+                let all = KvCache::append(cache, k, v);
+                (all.keys, all.values)
+            }
+            None => (k, v),
+        };
+        let group = self.heads / self.kv_heads;
+        self.o_proj.forward(attend(q, repeat_kv(k, group), repeat_kv(v, group), masked))
+    }
+}
+
+impl<B: Backend> LlamaMlp<B> {
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let gate = self.activation.apply(self.gate_proj.forward(x.clone()));
+        self.down_proj.forward(gate * self.up_proj.forward(x))
+    }
+}
+
+/// Position ids from an attention mask `[b, t]` (1 = token): `cumsum(mask) - 1`, and 1 at
+/// padding (HF's `generate`; the value at padding is never attended to).
+pub fn positions_from_mask<B: Backend>(mask: Tensor<B, 2, Int>) -> Tensor<B, 2, Int> {
+    let positions = mask.clone().cumsum(1).sub_scalar(1);
+    positions.mask_fill(mask.equal_elem(0), 1)
+}
+
+impl<B: Backend> Llama<B> {
+    /// A model with HF's initialization (weights `N(0, initializer_range)`, norms 1), for
+    /// training from scratch. `dropout` (HF has none in LLaMA's residual stream; RA-DIT uses it
+    /// for fine-tuning) is applied after attention and MLP under autodiff; 0 turns it off.
+    pub fn init(config: &LlamaConfig, dropout_prob: f64, device: &B::Device) -> Result<Self> {
+        config.validate()?;
+        let (d, std, hd) = (config.hidden_size, config.initializer_range, config.head_dim());
+        let (heads, kv) = (config.num_attention_heads, config.kv_heads());
+        let (ab, mb, ffn) = (config.attention_bias, config.mlp_bias, config.intermediate_size);
+        let layers = (0..config.num_hidden_layers)
+            .map(|_| LlamaLayer {
+                self_attn: LlamaAttention {
+                    q_proj: init_linear(d, heads * hd, ab, std, device),
+                    k_proj: init_linear(d, kv * hd, ab, std, device),
+                    v_proj: init_linear(d, kv * hd, ab, std, device),
+                    o_proj: init_linear(heads * hd, d, ab, std, device),
+                    heads,
+                    kv_heads: kv,
+                },
+                mlp: LlamaMlp {
+                    gate_proj: init_linear(d, ffn, mb, std, device),
+                    up_proj: init_linear(d, ffn, mb, std, device),
+                    down_proj: init_linear(ffn, d, mb, std, device),
+                    activation: config.hidden_act,
+                },
+                input_layernorm: RmsNorm::init(d, config.rms_norm_eps, device),
+                post_attention_layernorm: RmsNorm::init(d, config.rms_norm_eps, device),
+                dropout: DropoutConfig::new(dropout_prob).init(),
+            })
+            .collect();
+        let (theta, scaling) = config.rope()?;
+        Ok(Self {
+            embed_tokens: init_embedding(config.vocab_size, d, std, device),
+            layers,
+            norm: RmsNorm::init(d, config.rms_norm_eps, device),
+            lm_head: (!config.tie_word_embeddings).then(|| init_linear(d, config.vocab_size, false, std, device)),
+            rotary: Rotary::new(hd, theta, scaling),
+            config: config.clone(),
+        })
+    }
+
+    /// Loads `LlamaForCausalLM` weights; `loader` sits at the model's root (`""` for a LLaMA
+    /// checkpoint). `lm_head.weight` is read unless the config ties it to the embeddings.
+    pub fn load(config: &LlamaConfig, loader: &Loader<'_, B>, dropout_prob: f64) -> Result<Self> {
+        config.validate()?;
+        let (d, hd, v) = (config.hidden_size, config.head_dim(), config.vocab_size);
+        let (heads, kv) = (config.num_attention_heads, config.kv_heads());
+        let (ab, mb, ffn, eps) =
+            (config.attention_bias, config.mlp_bias, config.intermediate_size, config.rms_norm_eps);
+        let model = loader.push("model");
+        let layers = (0..config.num_hidden_layers)
+            .map(|n| {
+                let at = model.push("layers").push(&n.to_string());
+                let attn = at.push("self_attn");
+                let mlp = at.push("mlp");
+                Ok(LlamaLayer {
+                    self_attn: LlamaAttention {
+                        q_proj: attn.linear("q_proj", d, heads * hd, ab)?,
+                        k_proj: attn.linear("k_proj", d, kv * hd, ab)?,
+                        v_proj: attn.linear("v_proj", d, kv * hd, ab)?,
+                        o_proj: attn.linear("o_proj", heads * hd, d, ab)?,
+                        heads,
+                        kv_heads: kv,
+                    },
+                    mlp: LlamaMlp {
+                        gate_proj: mlp.linear("gate_proj", d, ffn, mb)?,
+                        up_proj: mlp.linear("up_proj", d, ffn, mb)?,
+                        down_proj: mlp.linear("down_proj", ffn, d, mb)?,
+                        activation: config.hidden_act,
+                    },
+                    input_layernorm: RmsNorm::load(&at.push("input_layernorm"), d, eps)?,
+                    post_attention_layernorm: RmsNorm::load(&at.push("post_attention_layernorm"), d, eps)?,
+                    dropout: DropoutConfig::new(dropout_prob).init(),
+                })
+            })
+            .collect::<Result<_>>()?;
+        let lm_head = if config.tie_word_embeddings { None } else { Some(loader.linear("lm_head", d, v, false)?) };
+        let (theta, scaling) = config.rope()?;
+        Ok(Self {
+            embed_tokens: model.embedding("embed_tokens", v, d)?,
+            layers,
+            norm: RmsNorm::load(&model.push("norm"), d, eps)?,
+            lm_head,
+            rotary: Rotary::new(hd, theta, scaling),
+            config: config.clone(),
+        })
+    }
+
+    /// The config the model was built from.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// The float dtype of the weights.
+    pub fn dtype(&self) -> DType {
+        self.embed_tokens.weight.val().dtype()
+    }
+
+    /// The device of the weights.
+    pub fn device(&self) -> B::Device {
+        self.embed_tokens.weight.val().device()
+    }
+
+    /// The token-embedding matrix `[vocab, d]`.
+    pub fn embed_tokens(&self) -> &Embedding<B> {
+        &self.embed_tokens
+    }
+
+    /// Logits `[b, t, vocab]` of final hidden states (after the final norm) `[b, t, d]`.
+    fn lm_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => {
+                let [b, t, d] = hidden.dims();
+                let weight = self.embed_tokens.weight.val();
+                let vocab = weight.dims()[0];
+                hidden.reshape([b * t, d]).matmul(weight.transpose()).reshape([b, t, vocab])
+            }
+        }
+    }
+
+    fn hidden(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        positions: Tensor<B, 2, Int>,
+        masked: Tensor<B, 4, Bool>,
+        mut caches: Option<&mut [Option<KvCache<B>>]>,
+    ) -> Tensor<B, 3> {
+        let mut x = self.embed_tokens.forward(input_ids);
+        let rope = self.rotary.tables(positions, x.dtype());
+        for (n, layer) in self.layers.iter().enumerate() {
+            let cache = caches.as_deref_mut().map(|c| &mut c[n]);
+            let attended =
+                layer.self_attn.forward(layer.input_layernorm.forward(x.clone()), &rope, masked.clone(), cache);
+            x = x + layer.dropout.forward(attended);
+            let hidden = layer.mlp.forward(layer.post_attention_layernorm.forward(x.clone()));
+            x = x + layer.dropout.forward(hidden);
+        }
+        self.norm.forward(x)
+    }
+
+    /// The teacher-forced forward pass: logits `[b, t, vocab]` for `input_ids` `[b, t]` with
+    /// `attention_mask` (1 = token, 0 = padding; left or right). Differentiable.
+    pub fn forward(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [_, t] = input_ids.dims();
+        let positions = positions_from_mask(attention_mask.clone());
+        let masked = mask(0, t, attention_mask.equal_elem(0), &input_ids.device());
+        self.lm_logits(self.hidden(input_ids, positions, masked, None))
+    }
+
+    /// Checks that ids `[rows][len]` are inside the vocabulary; `field` names the input.
+    pub fn check_ids(&self, field: &'static str, ids: &[Vec<u32>]) -> Result<()> {
+        crate::bart::check_ids(field, ids, self.config.vocab_size, usize::MAX)
+    }
+
+    /// Starts incremental decoding for rows whose first tokens (fed by the first
+    /// [`StepModel::step`]) have `prompt_mask` `[rows, len]` (1 = token, 0 = padding; pad on
+    /// the left). Later tokens are all real.
+    pub fn begin(&self, prompt_mask: Tensor<B, 2, Int>) -> LlamaState<B> {
+        let rows = prompt_mask.dims()[0];
+        let device = prompt_mask.device();
+        LlamaState {
+            layers: vec![None; self.layers.len()],
+            padded: Tensor::<B, 2, Bool>::empty([rows, 0], &device),
+            pending: Some(prompt_mask),
+            seen: Tensor::zeros([rows], &device),
+            device,
+        }
+    }
+}
+
+impl<B: Backend> Llama<B> {
+    /// Left-pads `prompts` with `pad` and starts decoding them; returns the state and the padded
+    /// prompt rows to feed first (as [`crate::generate`]'s `prompt`).
+    pub fn begin_prompts(&self, prompts: &[Vec<u32>], pad: u32) -> Result<(LlamaState<B>, Vec<Vec<u32>>)> {
+        self.check_ids("prompts", prompts)?;
+        if prompts.iter().any(Vec::is_empty) {
+            return Err(crate::error::input_error(
+                "prompts",
+                "a prompt is empty (a decoder-only LM needs at least one token)",
+            ));
+        }
+        let padded = Padded::new(prompts, pad, PaddingSide::Left);
+        let (_, mask) = padded.tensors::<B>(&self.device());
+        Ok((self.begin(mask), padded.ids))
+    }
+
+    /// Greedy or beam search continuing `prompts` (left-padded here); rows of the result hold
+    /// the padded prompt followed by the new tokens, as HF's `generate` returns them.
+    pub fn generate(&self, prompts: &[Vec<u32>], config: &GenerationConfig) -> Result<Generated> {
+        let (state, padded) = self.begin_prompts(prompts, config.pad_id())?;
+        generate(self, state, &padded, config)
+    }
+}
+
+/// The attention mask for `n` queries after `past` positions: causal, and padded keys
+/// `padded` `[b, past + n]` masked, except that a query always sees itself (so a padding row
+/// never has an empty softmax).
+fn mask<B: Backend>(past: usize, n: usize, padded: Tensor<B, 2, Bool>, device: &B::Device) -> Tensor<B, 4, Bool> {
+    let total = past + n;
+    let own = Tensor::<B, 2, Bool>::tril_mask([n, total], past as i64 - 1, device)
+        .bool_and(Tensor::<B, 2, Bool>::tril_mask([n, total], past as i64, device).bool_not());
+    let b = padded.dims()[0];
+    let padded_keys = key_padding(padded).expand([b, 1, n, total]);
+    let others_padded = padded_keys.bool_and(own.bool_not().reshape([1, 1, n, total]).expand([b, 1, n, total]));
+    causal::<B>(past, n, device).expand([b, 1, n, total]).bool_or(others_padded)
+}
+
+/// The state of incremental LLaMA decoding: per-layer key/value caches, which cached positions
+/// are padding, and how many real tokens each row has seen (its next position id).
+#[derive(Debug, Clone)]
+pub struct LlamaState<B: Backend> {
+    layers: Vec<Option<KvCache<B>>>,
+    /// `[rows, past]`, true at padding.
+    padded: Tensor<B, 2, Bool>,
+    /// The mask of the prompt, consumed by the first step.
+    pending: Option<Tensor<B, 2, Int>>,
+    /// Real tokens per row so far `[rows]`.
+    seen: Tensor<B, 1, Int>,
+    device: B::Device,
+}
+
+impl<B: Backend> LlamaState<B> {
+    /// Sets the attention mask `[rows, n]` (1 = token, 0 = padding) of the tokens the next step
+    /// feeds; without it they are all real. [`Llama::begin`] sets the prompt's.
+    pub fn set_next_mask(&mut self, mask: Tensor<B, 2, Int>) {
+        self.pending = Some(mask);
+    }
+}
+
+impl<B: Backend> DecodeState<B> for LlamaState<B> {
+    fn rows(&self) -> usize {
+        self.seen.dims()[0]
+    }
+
+    fn len(&self) -> usize {
+        self.padded.dims()[1]
+    }
+
+    fn device(&self) -> B::Device {
+        self.device.clone()
+    }
+
+    fn select_rows(&mut self, rows: Tensor<B, 1, Int>) {
+        for layer in &mut self.layers {
+            *layer = layer.take().map(|c| c.select_rows(rows.clone()));
+        }
+        self.padded = self.padded.clone().select(0, rows.clone());
+        self.pending = self.pending.take().map(|p| p.select(0, rows.clone()));
+        self.seen = self.seen.clone().select(0, rows);
+    }
+}
+
+impl<B: Backend> Llama<B> {
+    fn step_hidden(&self, state: &mut LlamaState<B>, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [rows, n] = tokens.dims();
+        let device = tokens.device();
+        let past = state.len();
+        let fed = state.pending.take().unwrap_or_else(|| Tensor::ones([rows, n], &device));
+        let positions = positions_from_mask(fed.clone()) + state.seen.clone().reshape([rows, 1]);
+        state.seen = state.seen.clone() + fed.clone().sum_dim(1).reshape([rows]);
+        state.padded = Tensor::cat(vec![state.padded.clone(), fed.equal_elem(0)], 1);
+        let masked = mask(past, n, state.padded.clone(), &device);
+        self.hidden(tokens, positions, masked, Some(&mut state.layers))
+    }
+}
+
+impl<B: Backend> StepModel<B> for Llama<B> {
+    type State = LlamaState<B>;
+
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+
+    /// Rotary positions have no table: any length is accepted (quality beyond
+    /// `max_position_embeddings` is the model's business, as in HF).
+    fn max_positions(&self) -> usize {
+        usize::MAX
+    }
+
+    fn step_all(&self, state: &mut LlamaState<B>, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let hidden = self.step_hidden(state, tokens);
+        self.lm_logits(hidden)
+    }
+
+    fn step(&self, state: &mut LlamaState<B>, tokens: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+        let hidden = self.step_hidden(state, tokens);
+        let [rows, n, _] = hidden.dims();
+        let last = hidden.narrow(1, n - 1, 1);
+        self.lm_logits(last).reshape([rows, self.config.vocab_size])
+    }
+}
