@@ -434,7 +434,7 @@ impl<B: Backend> Bart<B> {
                 DecoderLayerCache { self_attn: None, cross: KvCache { keys, values } }
             })
             .collect();
-        BartState { encoder_padding: padding(attention_mask), layers, past: 0 }
+        BartState { encoder_mask: attention_mask, layers, past: 0 }
     }
 }
 
@@ -471,14 +471,16 @@ pub struct DecoderLayerCache<B: Backend> {
 /// The state of incremental BART decoding for a set of rows (examples × beams × documents).
 #[derive(Debug, Clone)]
 pub struct BartState<B: Backend> {
-    encoder_padding: Tensor<B, 2, Bool>,
+    /// The encoder's attention mask (1 = token). Kept as Int: Flex's `select` on a Bool tensor
+    /// returns a U8 tensor that later Bool ops refuse.
+    encoder_mask: Tensor<B, 2, Int>,
     layers: Vec<DecoderLayerCache<B>>,
     past: usize,
 }
 
 impl<B: Backend> DecodeState<B> for BartState<B> {
     fn rows(&self) -> usize {
-        self.encoder_padding.dims()[0]
+        self.encoder_mask.dims()[0]
     }
 
     fn len(&self) -> usize {
@@ -486,11 +488,11 @@ impl<B: Backend> DecodeState<B> for BartState<B> {
     }
 
     fn device(&self) -> B::Device {
-        self.encoder_padding.device()
+        self.encoder_mask.device()
     }
 
     fn select_rows(&mut self, rows: Tensor<B, 1, Int>) {
-        self.encoder_padding = self.encoder_padding.clone().select(0, rows.clone());
+        self.encoder_mask = self.encoder_mask.clone().select(0, rows.clone());
         for layer in &mut self.layers {
             layer.self_attn = layer.self_attn.take().map(|c| c.select_rows(rows.clone()));
             layer.cross = layer.cross.clone().select_rows(rows.clone());
@@ -527,7 +529,7 @@ impl<B: Backend> Bart<B> {
         let device = tokens.device();
         let past = state.past;
         let self_masked = causal::<B>(past, n, &device);
-        let cross_masked = key_padding(state.encoder_padding.clone());
+        let cross_masked = key_padding(padding(state.encoder_mask.clone()));
         let hidden = self.decode_hidden(tokens, past, self_masked, cross_masked, Some(&mut state.layers), None);
         state.past += n;
         hidden

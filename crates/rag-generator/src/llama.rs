@@ -366,7 +366,7 @@ impl<B: Backend> Llama<B> {
         let device = prompt_mask.device();
         LlamaState {
             layers: vec![None; self.layers.len()],
-            padded: Tensor::<B, 2, Bool>::empty([rows, 0], &device),
+            seen_mask: None,
             pending: Some(prompt_mask),
             seen: Tensor::zeros([rows], &device),
             device,
@@ -416,8 +416,10 @@ fn mask<B: Backend>(past: usize, n: usize, padded: Tensor<B, 2, Bool>, device: &
 #[derive(Debug, Clone)]
 pub struct LlamaState<B: Backend> {
     layers: Vec<Option<KvCache<B>>>,
-    /// `[rows, past]`, true at padding.
-    padded: Tensor<B, 2, Bool>,
+    /// The attention mask of the cached positions `[rows, past]` (1 = token; `None` before the
+    /// first step). Kept as Int: Flex's `select` on a Bool tensor returns a U8 tensor that
+    /// `cat` then refuses.
+    seen_mask: Option<Tensor<B, 2, Int>>,
     /// The mask of the prompt, consumed by the first step.
     pending: Option<Tensor<B, 2, Int>>,
     /// Real tokens per row so far `[rows]`.
@@ -439,7 +441,7 @@ impl<B: Backend> DecodeState<B> for LlamaState<B> {
     }
 
     fn len(&self) -> usize {
-        self.padded.dims()[1]
+        self.seen_mask.as_ref().map_or(0, |p| p.dims()[1])
     }
 
     fn device(&self) -> B::Device {
@@ -450,7 +452,7 @@ impl<B: Backend> DecodeState<B> for LlamaState<B> {
         for layer in &mut self.layers {
             *layer = layer.take().map(|c| c.select_rows(rows.clone()));
         }
-        self.padded = self.padded.clone().select(0, rows.clone());
+        self.seen_mask = self.seen_mask.take().map(|p| p.select(0, rows.clone()));
         self.pending = self.pending.take().map(|p| p.select(0, rows.clone()));
         self.seen = self.seen.clone().select(0, rows);
     }
@@ -464,8 +466,12 @@ impl<B: Backend> Llama<B> {
         let fed = state.pending.take().unwrap_or_else(|| Tensor::ones([rows, n], &device));
         let positions = positions_from_mask(fed.clone()) + state.seen.clone().reshape([rows, 1]);
         state.seen = state.seen.clone() + fed.clone().sum_dim(1).reshape([rows]);
-        state.padded = Tensor::cat(vec![state.padded.clone(), fed.equal_elem(0)], 1);
-        let masked = mask(past, n, state.padded.clone(), &device);
+        let seen_mask = match state.seen_mask.take() {
+            Some(past) => Tensor::cat(vec![past, fed], 1),
+            None => fed,
+        };
+        state.seen_mask = Some(seen_mask.clone());
+        let masked = mask(past, n, seen_mask.equal_elem(0), &device);
         self.hidden(tokens, positions, masked, Some(&mut state.layers))
     }
 }

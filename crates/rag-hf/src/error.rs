@@ -33,6 +33,14 @@ pub enum HfError {
         /// What is wrong.
         message: String,
     },
+    /// Writing a checkpoint failed.
+    #[error("cannot write {path}: {message}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
     /// The model needs a tensor the checkpoint does not have.
     #[error("missing tensor `{name}` in {location}{}", hint.as_deref().map(|h| format!(" ({h})")).unwrap_or_default())]
     MissingTensor {

@@ -8,6 +8,7 @@
 //!   lacks, or one whose shape differs from what the config implies, is an [`HfError`] naming the
 //!   tensor (and both shapes), with a hint when the same tensor sits under another prefix.
 //! - [`Activation`]: the feed-forward activations HF configs name.
+//! - [`write_safetensors`]: tensors to a safetensors file, atomically.
 //! - [`read_json`]: config files with errors that name the file, line and column.
 //!
 //! The model crates (`rag-retriever`, `rag-generator`) share this one reader so that every model
@@ -29,9 +30,11 @@ mod checkpoint;
 mod error;
 mod json;
 mod loader;
+mod write;
 
 pub use activation::Activation;
 pub use checkpoint::{Checkpoint, WEIGHTS_FILE, WEIGHTS_INDEX_FILE};
 pub use error::{HfError, Result};
 pub use json::read_json;
 pub use loader::{Loader, init_embedding, init_linear};
+pub use write::write_safetensors;

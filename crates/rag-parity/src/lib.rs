@@ -11,6 +11,7 @@
 mod encoders;
 mod fixture;
 mod generators;
+pub mod gradcheck;
 mod losses;
 mod report;
 

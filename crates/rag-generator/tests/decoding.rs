@@ -1,0 +1,176 @@
+//! Incremental decoding and search on small random models: the cache gives the full forward's
+//! logits, padding does not change a row's output, rows reorder with their caches, and beam
+//! search returns its hypotheses best first. Bad requests are errors that name the input.
+
+mod common;
+
+use burn::tensor::{Int, Tensor};
+use common::{B, max_abs_diff, values};
+use rag_generator::{
+    Bart, BartConfig, DecodeState, GenerationConfig, GeneratorError, Llama, LlamaConfig, Padded, PaddingSide,
+    StepModel, generate,
+};
+
+fn bart() -> Bart<B> {
+    let mut config = BartConfig::new(40, 16, 2, 4, 32);
+    config.max_position_embeddings = 32;
+    config.init_std = 0.5;
+    Bart::init(&config, 0.0, &Default::default()).unwrap()
+}
+
+fn llama() -> Llama<B> {
+    let mut config = LlamaConfig::new(40, 16, 2, 4, 2, 24);
+    config.initializer_range = 0.5;
+    Llama::init(&config, 0.0, &Default::default()).unwrap()
+}
+
+fn ids(rows: &[Vec<u32>]) -> Tensor<B, 2, Int> {
+    Padded::new(rows, 0, PaddingSide::Right).tensors::<B>(&Default::default()).0
+}
+
+#[test]
+fn llama_cache_gives_the_full_forward_logits_with_left_padding() {
+    let model = llama();
+    let prompts = vec![vec![1, 5, 9, 12, 7, 3], vec![1, 30, 4]];
+    let padded = Padded::new(&prompts, 0, PaddingSide::Left);
+    let (ids, mask) = padded.tensors::<B>(&Default::default());
+    let full = model.forward(ids.clone(), mask.clone());
+    // Prefill the first four positions at once, then one token at a time.
+    let mut state = model.begin(mask.clone().narrow(1, 0, 4));
+    let mut parts = vec![model.step_all(&mut state, ids.clone().narrow(1, 0, 4))];
+    for i in 4..6 {
+        parts.push(model.step_all(&mut state, ids.clone().narrow(1, i, 1)));
+    }
+    assert_eq!(state.len(), 6);
+    let cached = Tensor::cat(parts, 1);
+    // Padded positions' logits are meaningless in both; compare the real ones.
+    let keep = |t: Tensor<B, 3>| values(t.narrow(1, 3, 3));
+    let diff = max_abs_diff(&keep(full.clone()), &keep(cached.clone()));
+    assert!(diff < 1e-5, "{diff}");
+    let row0 = max_abs_diff(&values(full.narrow(0, 0, 1)), &values(cached.narrow(0, 0, 1)));
+    assert!(row0 < 1e-5, "the unpadded row matches everywhere: {row0}");
+}
+
+#[test]
+fn left_padding_does_not_change_a_prompts_continuation() {
+    let model = llama();
+    let short = vec![1, 30, 4];
+    let config = GenerationConfig { max_new_tokens: Some(5), ..GenerationConfig::for_llama(model.config()) };
+    let alone = model.generate(std::slice::from_ref(&short), &config).unwrap();
+    let batched = model.generate(&[vec![1, 5, 9, 12, 7, 3], short], &config).unwrap();
+    assert_eq!(alone.new_tokens(0, &config), batched.new_tokens(1, &config));
+    assert_eq!(alone.sequences[0].len(), 3 + 5);
+    assert_eq!(batched.sequences[1][..3], [0, 0, 0], "the prompt is left-padded with pad_token_id");
+}
+
+#[test]
+fn bart_cache_gives_the_full_decoder_logits_and_padding_is_invisible() {
+    let model = bart();
+    let inputs = vec![vec![0, 7, 9, 11, 2], vec![0, 5, 2]];
+    let padded = Padded::new(&inputs, 1, PaddingSide::Right);
+    let (input_ids, mask) = padded.tensors::<B>(&Default::default());
+    let targets = ids(&[vec![2, 8, 13, 21], vec![2, 4, 4, 9]]);
+    let encoded = model.encode(input_ids.clone(), mask.clone());
+    let full = model.decode(targets.clone(), None, encoded, mask.clone());
+    let mut state = model.begin(input_ids, mask);
+    let steps: Vec<_> = (0..4).map(|i| model.step_all(&mut state, targets.clone().narrow(1, i, 1))).collect();
+    assert!(max_abs_diff(&values(full.clone()), &values(Tensor::cat(steps, 1))) < 1e-5);
+    // The short input alone (no padding) decodes to the same logits as its padded row.
+    let alone = model.forward(rag_generator::BartBatch {
+        input_ids: ids(&[vec![0, 5, 2]]),
+        attention_mask: ids(&[vec![1, 1, 1]]),
+        decoder_input_ids: targets.narrow(0, 1, 1),
+        decoder_attention_mask: None,
+    });
+    assert!(max_abs_diff(&values(alone), &values(full.narrow(0, 1, 1))) < 1e-5);
+}
+
+#[test]
+fn rows_reorder_and_repeat_with_their_caches() {
+    let model = bart();
+    let inputs = vec![vec![0, 7, 9, 11, 2], vec![0, 5, 2]];
+    let mut a = model.begin_ids(&inputs).unwrap();
+    let mut b = a.clone();
+    let _ = model.step(&mut a, ids(&[vec![2], vec![2]]));
+    let _ = model.step(&mut b, ids(&[vec![2], vec![2]]));
+    // Swap and duplicate rows of `b`: row r of `b` is now row [1, 0, 1][r] of `a`.
+    b.select_rows(Tensor::from_data([1, 0, 1], &Default::default()));
+    assert_eq!(b.rows(), 3);
+    let la = values(model.step(&mut a, ids(&[vec![8], vec![6]])));
+    let lb = values(model.step(&mut b, ids(&[vec![6], vec![8], vec![6]])));
+    let v = 40;
+    assert!(max_abs_diff(&lb[..v], &la[v..]) < 1e-6);
+    assert!(max_abs_diff(&lb[v..2 * v], &la[..v]) < 1e-6);
+    assert!(max_abs_diff(&lb[2 * v..], &la[v..]) < 1e-6);
+}
+
+#[test]
+fn beam_search_returns_distinct_hypotheses_best_first() {
+    let model = bart();
+    let inputs = vec![vec![0, 7, 9, 11, 2], vec![0, 5, 2]];
+    let base = GenerationConfig { max_length: 8, num_beams: 4, ..GenerationConfig::for_bart(model.config()) };
+    let all = model.generate(&inputs, &GenerationConfig { num_return_sequences: 4, ..base.clone() }).unwrap();
+    assert_eq!(all.sequences.len(), 8);
+    for input in 0..2 {
+        let scores = &all.scores[input * 4..input * 4 + 4];
+        assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+        let rows = &all.sequences[input * 4..input * 4 + 4];
+        for (i, r) in rows.iter().enumerate() {
+            assert_eq!(r[0], 2, "rows start with the decoder start token");
+            assert!(rows[..i].iter().all(|other| other != r), "hypotheses are distinct: {rows:?}");
+        }
+    }
+    let best = model.generate(&inputs, &base).unwrap();
+    assert_eq!(best.sequences[0][..], all.sequences[0][..best.sequences[0].len()]);
+    assert_eq!(best.sequences[1][..], all.sequences[4][..best.sequences[1].len()]);
+}
+
+#[test]
+fn forced_tokens_and_lengths_are_respected() {
+    let model = bart();
+    let inputs = vec![vec![0, 7, 9, 11, 2]];
+    for beams in [1, 3] {
+        let config = GenerationConfig {
+            max_length: 6,
+            num_beams: beams,
+            forced_bos_token_id: Some(17),
+            forced_eos_token_id: Some(2),
+            ..GenerationConfig::for_bart(model.config())
+        };
+        let out = model.generate(&inputs, &config).unwrap();
+        let row = &out.sequences[0];
+        assert_eq!(row[1], 17, "forced first token ({beams} beams): {row:?}");
+        assert!(row.len() <= 6);
+        assert!(row.contains(&2) || row.len() < 6, "EOS forced at max_length: {row:?}");
+    }
+}
+
+#[test]
+fn the_step_interface_drives_the_same_search_as_generate() {
+    let model = llama();
+    let prompts = vec![vec![1, 5, 9], vec![1, 30, 4, 8]];
+    let config =
+        GenerationConfig { max_new_tokens: Some(4), num_beams: 2, ..GenerationConfig::for_llama(model.config()) };
+    let (state, padded) = model.begin_prompts(&prompts, config.pad_id()).unwrap();
+    assert_eq!(generate(&model, state, &padded, &config).unwrap(), model.generate(&prompts, &config).unwrap());
+}
+
+#[test]
+fn bad_requests_are_errors_that_name_the_input() {
+    let model = bart();
+    let config = GenerationConfig::for_bart(model.config());
+    let err = model.generate(&[vec![0, 99, 2]], &config).unwrap_err();
+    assert!(matches!(err, GeneratorError::Input { field: "input_ids", .. }), "{err}");
+    assert!(err.to_string().contains("id 99"), "{err}");
+    let err = model.generate(&[vec![0; 40]], &config).unwrap_err();
+    assert!(err.to_string().contains("32 positions"), "{err}");
+    let err = model
+        .generate(&[vec![0, 2]], &GenerationConfig { num_beams: 2, num_return_sequences: 3, ..config.clone() })
+        .unwrap_err();
+    assert!(err.to_string().contains("num_return_sequences"), "{err}");
+    let err = model.generate(&[vec![0, 2]], &GenerationConfig { max_length: 64, ..config }).unwrap_err();
+    assert!(err.to_string().contains("max_length"), "{err}");
+    let llama = llama();
+    let err = llama.generate(&[vec![]], &GenerationConfig::for_llama(llama.config())).unwrap_err();
+    assert!(err.to_string().contains("empty"), "{err}");
+}
