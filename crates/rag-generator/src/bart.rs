@@ -22,7 +22,7 @@ use burn::tensor::{Bool, DType, Int, Tensor};
 use rag_hf::{Activation, Loader, init_embedding, init_linear};
 
 use crate::attention::{KvCache, attend, causal, key_padding, split_heads};
-use crate::config::BartConfig;
+use crate::config::{BartConfig, ConfigFile};
 use crate::error::input_error;
 use crate::generation::GenerationConfig;
 use crate::search::{DecodeState, Generated, StepModel, generate};

@@ -47,6 +47,25 @@ fn max_positions_llama() -> usize {
     2048
 }
 
+/// A HF config file: parsed from JSON, then validated. Errors name the file, and the line and
+/// column or the field.
+pub trait ConfigFile: Sized + serde::de::DeserializeOwned {
+    /// Checks the values; `path` is named in errors.
+    fn validate_at(&self, path: &Path) -> Result<()>;
+
+    /// Reads and validates a config file.
+    fn from_file(path: &Path) -> Result<Self> {
+        let config: Self = rag_hf::read_json(path)?;
+        config.validate_at(path)?;
+        Ok(config)
+    }
+
+    /// Checks a config built in code.
+    fn validate(&self) -> Result<()> {
+        self.validate_at(Path::new("<in memory>"))
+    }
+}
+
 fn check_positive(path: &Path, fields: &[(&'static str, usize)]) -> Result<()> {
     match fields.iter().find(|(_, value)| *value == 0) {
         Some((field, _)) => Err(config_error(path, field, "must be at least 1")),
@@ -168,19 +187,9 @@ impl BartConfig {
             normalize_before: false,
         }
     }
+}
 
-    /// Reads and validates a `config.json`.
-    pub fn from_file(path: &Path) -> Result<Self> {
-        let config: Self = rag_hf::read_json(path)?;
-        config.validate_at(path)?;
-        Ok(config)
-    }
-
-    /// Checks that the sizes and options are usable.
-    pub fn validate(&self) -> Result<()> {
-        self.validate_at(Path::new("<in memory>"))
-    }
-
+impl ConfigFile for BartConfig {
     fn validate_at(&self, path: &Path) -> Result<()> {
         check_positive(
             path,
@@ -341,44 +350,6 @@ impl LlamaConfig {
         }
     }
 
-    /// Reads and validates a `config.json`.
-    pub fn from_file(path: &Path) -> Result<Self> {
-        let config: Self = rag_hf::read_json(path)?;
-        config.validate_at(path)?;
-        Ok(config)
-    }
-
-    /// Checks that the sizes and options are usable.
-    pub fn validate(&self) -> Result<()> {
-        self.validate_at(Path::new("<in memory>"))
-    }
-
-    fn validate_at(&self, path: &Path) -> Result<()> {
-        check_positive(
-            path,
-            &[
-                ("vocab_size", self.vocab_size),
-                ("hidden_size", self.hidden_size),
-                ("intermediate_size", self.intermediate_size),
-                ("num_attention_heads", self.num_attention_heads),
-                ("num_key_value_heads", self.kv_heads()),
-                ("head_dim", self.head_dim()),
-            ],
-        )?;
-        if self.head_dim.is_none() {
-            check_divides(path, "num_attention_heads", self.num_attention_heads, self.hidden_size, "hidden_size")?;
-        }
-        check_divides(path, "num_key_value_heads", self.kv_heads(), self.num_attention_heads, "num_attention_heads")?;
-        if !self.head_dim().is_multiple_of(2) {
-            return Err(config_error(path, "head_dim", format!("{} is odd; RoPE rotates pairs", self.head_dim())));
-        }
-        if self.rms_norm_eps.is_nan() || self.rms_norm_eps <= 0.0 {
-            return Err(config_error(path, "rms_norm_eps", format!("{} is not positive", self.rms_norm_eps)));
-        }
-        self.rope_at(path)?;
-        Ok(())
-    }
-
     /// Key/value heads.
     pub fn kv_heads(&self) -> usize {
         self.num_key_value_heads.unwrap_or(self.num_attention_heads)
@@ -431,5 +402,33 @@ impl LlamaConfig {
             }
         };
         Ok((theta, scaling))
+    }
+}
+
+impl ConfigFile for LlamaConfig {
+    fn validate_at(&self, path: &Path) -> Result<()> {
+        check_positive(
+            path,
+            &[
+                ("vocab_size", self.vocab_size),
+                ("hidden_size", self.hidden_size),
+                ("intermediate_size", self.intermediate_size),
+                ("num_attention_heads", self.num_attention_heads),
+                ("num_key_value_heads", self.kv_heads()),
+                ("head_dim", self.head_dim()),
+            ],
+        )?;
+        if self.head_dim.is_none() {
+            check_divides(path, "num_attention_heads", self.num_attention_heads, self.hidden_size, "hidden_size")?;
+        }
+        check_divides(path, "num_key_value_heads", self.kv_heads(), self.num_attention_heads, "num_attention_heads")?;
+        if !self.head_dim().is_multiple_of(2) {
+            return Err(config_error(path, "head_dim", format!("{} is odd; RoPE rotates pairs", self.head_dim())));
+        }
+        if self.rms_norm_eps.is_nan() || self.rms_norm_eps <= 0.0 {
+            return Err(config_error(path, "rms_norm_eps", format!("{} is not positive", self.rms_norm_eps)));
+        }
+        self.rope_at(path)?;
+        Ok(())
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::Result;
-use crate::config::{BartConfig, LlamaConfig, token_ids};
+use crate::config::{BartConfig, ConfigFile, LlamaConfig, token_ids};
 use crate::error::config_error;
 
 /// When beam search stops (HF's `early_stopping`).
@@ -141,18 +141,18 @@ impl GenerationConfig {
         }
     }
 
-    /// Reads and validates a `generation_config.json`.
-    pub fn from_file(path: &Path) -> Result<Self> {
-        let config: Self = rag_hf::read_json(path)?;
-        config.validate_at(path)?;
-        Ok(config)
+    /// The id written after a row has finished.
+    pub fn pad_id(&self) -> u32 {
+        self.pad_token_id.or(self.eos_token_id.first().copied()).unwrap_or(0)
     }
 
-    /// Checks that the options are usable.
-    pub fn validate(&self) -> Result<()> {
-        self.validate_at(Path::new("<in memory>"))
+    /// The longest output for a prompt of `prompt_len` tokens.
+    pub fn max_length_for(&self, prompt_len: usize) -> usize {
+        self.max_new_tokens.map_or(self.max_length, |n| prompt_len + n)
     }
+}
 
+impl ConfigFile for GenerationConfig {
     fn validate_at(&self, path: &Path) -> Result<()> {
         if self.num_beams == 0 {
             return Err(config_error(path, "num_beams", "must be at least 1"));
@@ -171,15 +171,5 @@ impl GenerationConfig {
             return Err(config_error(path, "max_new_tokens", "must be at least 1"));
         }
         Ok(())
-    }
-
-    /// The id written after a row has finished.
-    pub fn pad_id(&self) -> u32 {
-        self.pad_token_id.or(self.eos_token_id.first().copied()).unwrap_or(0)
-    }
-
-    /// The longest output for a prompt of `prompt_len` tokens.
-    pub fn max_length_for(&self, prompt_len: usize) -> usize {
-        self.max_new_tokens.map_or(self.max_length, |n| prompt_len + n)
     }
 }

@@ -47,7 +47,7 @@ mod tokenizer;
 
 pub use attention::KvCache;
 pub use bart::{Bart, BartBatch, BartState};
-pub use config::{BartConfig, LlamaConfig, RopeScaling};
+pub use config::{BartConfig, ConfigFile, LlamaConfig, RopeScaling};
 pub use error::{GeneratorError, Result};
 pub use generation::{EarlyStopping, GenerationConfig};
 pub use llama::{Llama, LlamaState, Rotary, positions_from_mask};

@@ -22,7 +22,7 @@ use rag_hf::{Activation, Loader, init_embedding, init_linear};
 
 use crate::Result;
 use crate::attention::{KvCache, attend, causal, key_padding, split_heads};
-use crate::config::{LlamaConfig, RopeScaling};
+use crate::config::{ConfigFile, LlamaConfig, RopeScaling};
 use crate::generation::GenerationConfig;
 use crate::search::{DecodeState, Generated, StepModel, generate};
 use crate::tokenizer::{Padded, PaddingSide};

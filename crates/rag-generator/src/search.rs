@@ -16,8 +16,10 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
 
 use crate::Result;
+use crate::config::ConfigFile;
 use crate::error::input_error;
 use crate::generation::{EarlyStopping, GenerationConfig};
+use crate::tokenizer::int_tensor;
 
 /// The per-row state of incremental decoding (key/value caches, masks, positions).
 pub trait DecodeState<B: Backend> {
@@ -83,12 +85,6 @@ impl Generated {
         let end = tokens.iter().position(|t| config.eos_token_id.contains(t)).unwrap_or(tokens.len());
         &tokens[..end]
     }
-}
-
-fn ids_tensor<B: Backend>(rows: &[Vec<u32>], device: &B::Device) -> Tensor<B, 2, Int> {
-    let len = rows.first().map_or(0, Vec::len);
-    let flat: Vec<i64> = rows.iter().flat_map(|r| r.iter().map(|&t| i64::from(t))).collect();
-    Tensor::from_data(TensorData::new(flat, [rows.len(), len]), device)
 }
 
 /// Columns forbidden at this step by HF's logits processors (min length, min new tokens,
@@ -217,7 +213,7 @@ fn greedy<B: Backend, M: StepModel<B>>(
     let mut scores = vec![0.0; prompt.len()];
     let mut running = vec![true; prompt.len()];
     let device = state.device();
-    let mut logits = model.step(&mut state, ids_tensor::<B>(prompt, &device));
+    let mut logits = model.step(&mut state, int_tensor::<B>(prompt, &device));
     let mut cur_len = prompt_len;
     loop {
         let banned = forbidden(config, model.vocab_size(), cur_len, prompt_len, max_len);
@@ -238,7 +234,7 @@ fn greedy<B: Backend, M: StepModel<B>>(
             break;
         }
         let last: Vec<Vec<u32>> = sequences.iter().map(|s| vec![s[cur_len - 1]]).collect();
-        logits = model.step(&mut state, ids_tensor::<B>(&last, &device));
+        logits = model.step(&mut state, int_tensor::<B>(&last, &device));
     }
     Generated { sequences, scores, prompt_len }
 }
@@ -267,7 +263,7 @@ fn beam<B: Backend, M: StepModel<B>>(
     let mut running_scores: Vec<f32> = (0..batch * beams).map(|i| if i % beams == 0 { 0.0 } else { NEG }).collect();
     let mut finished: Vec<Finished> = (0..batch).map(|_| Finished { hypotheses: Vec::new() }).collect();
     let mut improvable = vec![true; batch];
-    let mut logits = model.step(&mut state, ids_tensor::<B>(&running, &device));
+    let mut logits = model.step(&mut state, int_tensor::<B>(&running, &device));
     let mut cur_len = prompt_len;
     loop {
         let banned = forbidden(config, vocab, cur_len, prompt_len, max_len);
@@ -348,7 +344,7 @@ fn beam<B: Backend, M: StepModel<B>>(
         }
         state.select_rows(Tensor::from_data(TensorData::new(parents, [batch * beams]), &device));
         let last: Vec<Vec<u32>> = running.iter().map(|s| vec![s[cur_len - 1]]).collect();
-        logits = model.step(&mut state, ids_tensor::<B>(&last, &device));
+        logits = model.step(&mut state, int_tensor::<B>(&last, &device));
     }
     let mut sequences = Vec::with_capacity(batch * config.num_return_sequences);
     let mut scores = Vec::with_capacity(batch * config.num_return_sequences);

@@ -5,7 +5,9 @@ mod common;
 
 use burn::tensor::{DType, TensorData};
 use common::{B, edited_model, load_bart, load_llama};
-use rag_generator::{BartConfig, GenerationConfig, GeneratorError, GeneratorTokenizer, LlamaConfig, PaddingSide};
+use rag_generator::{
+    BartConfig, ConfigFile, GenerationConfig, GeneratorError, GeneratorTokenizer, LlamaConfig, PaddingSide,
+};
 
 #[test]
 fn a_missing_tensor_is_named() {

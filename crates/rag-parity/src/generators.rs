@@ -10,7 +10,9 @@ use std::path::Path;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor, TensorData};
-use rag_generator::{Bart, BartConfig, DecodeState, EarlyStopping, GenerationConfig, Llama, LlamaConfig, StepModel};
+use rag_generator::{
+    Bart, BartConfig, ConfigFile, DecodeState, EarlyStopping, GenerationConfig, Llama, LlamaConfig, StepModel,
+};
 use rag_hf::{Checkpoint, Loader};
 use serde_json::{Map, Value};
 

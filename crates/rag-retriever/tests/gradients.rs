@@ -4,13 +4,12 @@
 
 mod common;
 
-use std::collections::HashMap;
-
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{DType, FloatDType, Tensor, TensorData};
+use burn::tensor::{DType, Tensor};
 use common::{Ad, values};
+use rag_parity::gradcheck::{ToF64, directional_derivative};
 use rag_retriever::{BertConfig, BiEncoder, Encoder, Pooling, TokenBatch};
 
 type Grads = <Ad as AutodiffBackend>::Gradients;
@@ -31,32 +30,6 @@ fn grads_of<M: Module<Ad>>(module: &M, grads: &Grads) -> Vec<(ParamId, Option<Ve
     let mut visitor = CollectGrads { grads, out: Vec::new() };
     module.visit(&mut visitor);
     visitor.out
-}
-
-/// Casts every parameter to f64, keeping it a trainable leaf.
-struct ToF64;
-
-impl ModuleMapper<Ad> for ToF64 {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<Ad, D>>) -> Param<Tensor<Ad, D>> {
-        param.map(|t| t.cast(FloatDType::F64).detach().require_grad())
-    }
-}
-
-/// Adds `scale · direction[id]` to each parameter.
-struct Shift<'a> {
-    direction: &'a HashMap<ParamId, TensorData>,
-    scale: f64,
-}
-
-impl ModuleMapper<Ad> for Shift<'_> {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<Ad, D>>) -> Param<Tensor<Ad, D>> {
-        let delta = self.direction[&param.id].clone();
-        let scale = self.scale;
-        param.map(|t| {
-            let delta = Tensor::<Ad, D>::from_data(delta, (&t.device(), DType::F64));
-            (t + delta * scale).detach().require_grad()
-        })
-    }
 }
 
 fn config() -> BertConfig {
@@ -136,47 +109,15 @@ fn query_encoder_gradient_matches_finite_differences_in_f64() {
     let device = Default::default();
     let query = Encoder::<Ad>::init(&config(), Pooling::Mean, false, &device).unwrap().map(&mut ToF64);
     let document = Encoder::<Ad>::init(&config(), Pooling::Cls, false, &device).unwrap().map(&mut ToF64);
-    let bi = BiEncoder::separate(query, document).unwrap();
-    let docs = bi.encode_documents(&documents()).unwrap();
+    let docs = BiEncoder::separate(query.clone(), document).unwrap().encode_documents(&documents()).unwrap();
     assert_eq!(docs.dtype(), DType::F64);
-    let eval = |bi: &BiEncoder<Ad>| values(loss(bi.encode_queries(&queries()).unwrap(), docs.clone()))[0];
-
-    let grads = loss(bi.encode_queries(&queries()).unwrap(), docs.clone()).backward();
-    let grads = grads_of(bi.query_encoder(), &grads);
-    // A seeded direction over every parameter; the directional derivative <∇L, v>.
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((state >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-    };
-    let mut direction = HashMap::new();
-    let mut analytic = 0.0;
-    for (id, g) in &grads {
-        let g = g.as_ref().unwrap();
-        let v: Vec<f64> = (0..g.len()).map(|_| next()).collect();
-        analytic += g.iter().zip(&v).map(|(a, b)| a * b).sum::<f64>();
-        direction.insert(*id, v);
-    }
-    let mut shapes = HashMap::new();
-    struct Shapes<'a>(&'a mut HashMap<ParamId, Vec<usize>>);
-    impl ModuleVisitor<Ad> for Shapes<'_> {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Ad, D>>) {
-            self.0.insert(param.id, param.val().dims().to_vec());
-        }
-    }
-    bi.query_encoder().visit(&mut Shapes(&mut shapes));
-    let direction: HashMap<ParamId, TensorData> =
-        direction.into_iter().map(|(id, v)| (id, TensorData::new(v, shapes[&id].clone()))).collect();
-
-    let h = 1e-5;
-    let shifted = |scale: f64| {
-        let query = bi.query_encoder().clone().map(&mut Shift { direction: &direction, scale });
-        BiEncoder::shared(query)
-    };
-    let numeric = (eval(&shifted(h)) - eval(&shifted(-h))) / (2.0 * h);
-    let relative = (numeric - analytic).abs() / analytic.abs().max(1e-12);
+    let check = directional_derivative(&query, |q| loss(q.encode(&queries()).unwrap(), docs.clone()), 1, 1e-5);
     println!(
-        "directional derivative: analytic {analytic:.12e}, central difference {numeric:.12e}, relative {relative:.2e}"
+        "directional derivative: analytic {:.12e}, central difference {:.12e}, relative {:.2e}",
+        check.analytic,
+        check.numeric,
+        check.relative_error()
     );
-    assert!(relative < 1e-6, "analytic {analytic} vs numeric {numeric}");
+    assert!(check.params_with_grad > 30, "{check:?}");
+    assert!(check.relative_error() < 1e-6, "{check:?}");
 }

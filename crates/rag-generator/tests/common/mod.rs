@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData};
-use rag_generator::{Bart, BartConfig, Llama, LlamaConfig};
+use rag_generator::{Bart, BartConfig, ConfigFile, Llama, LlamaConfig};
 use rag_hf::{Checkpoint, Loader};
 
 pub type B = Flex;
