@@ -255,6 +255,12 @@ fn beam<B: Backend, M: StepModel<B>>(
     let (batch, beams, vocab) = (prompt.len(), config.num_beams, model.vocab_size());
     let prompt_len = prompt[0].len();
     let keep = 2.max(1 + config.eos_token_id.len()) * beams;
+    // HF fills beam outputs with `pad_token_id or eos_token_id[0]`: Python's `or` skips a pad id
+    // of 0 (LLaMA's), so such rows are filled with EOS.
+    let fill = match (config.pad_token_id, config.eos_token_id.first()) {
+        (Some(0) | None, Some(&eos)) => eos,
+        _ => config.pad_id(),
+    };
     let lp = config.length_penalty;
     let device = state.device();
     let mut running: Vec<Vec<u32>> = prompt.iter().flat_map(|p| std::iter::repeat_n(p.clone(), beams)).collect();
@@ -311,7 +317,7 @@ fn beam<B: Backend, M: StepModel<B>>(
                     }
                     None => {
                         let mut seq = running[b * beams].clone();
-                        seq.push(config.pad_id());
+                        seq.push(fill);
                         next_running.push(seq);
                         next_scores.push(NEG + NEG);
                         parents.push((b * beams) as i64);
@@ -356,7 +362,7 @@ fn beam<B: Backend, M: StepModel<B>>(
     }
     let longest = sequences.iter().map(Vec::len).max().unwrap_or(prompt_len);
     for seq in &mut sequences {
-        seq.resize(longest, config.pad_id());
+        seq.resize(longest, fill);
     }
     Generated { sequences, scores, prompt_len }
 }

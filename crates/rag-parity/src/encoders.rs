@@ -10,7 +10,7 @@ use rag_retriever::{BertConfig, BertModel, Encoder, EncoderOptions, Pooling, Tex
 use serde::Deserialize;
 
 use crate::fixture::{Array, FixtureError, read_json};
-use crate::report::{ComponentReport, Errors};
+use crate::report::{ComponentReport, Errors, values};
 
 /// The absolute tolerance the retriever issue sets: 1e-4 in f32; in f64 the computation is
 /// held to 1e-9 (the fixtures are float64 outputs of float32 weights, so f64 must match closely).
@@ -47,10 +47,6 @@ pub(crate) fn field(path: &Path, case: &str, field: &'static str, message: Strin
 
 fn model_error(dir: &Path, e: rag_retriever::RetrieverError) -> FixtureError {
     field(dir, "model", "model.safetensors", e.to_string())
-}
-
-pub(crate) fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
-    t.into_data().convert::<f64>().to_vec::<f64>().expect("converted to f64 just above")
 }
 
 /// Compares `ours` with `expected` (shape and values) and folds the errors into `report`.

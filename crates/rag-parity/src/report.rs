@@ -14,8 +14,7 @@ pub struct Errors {
 impl Errors {
     /// Compares one tensor's values with the reference and returns its errors.
     pub fn between(ours: &[f64], reference: &[f64]) -> Self {
-        let max_abs = ours.iter().zip(reference).map(|(a, b)| (a - b).abs()).fold(0.0, nan_max);
-        Self { max_abs, max_rel: relative_error(ours, reference) }
+        Self { max_abs: max_abs_diff(ours, reference), max_rel: relative_error(ours, reference) }
     }
 
     /// The worse of two.
@@ -27,6 +26,20 @@ impl Errors {
 /// `max(a, b)` where a NaN wins, so a NaN anywhere fails the check instead of vanishing.
 fn nan_max(a: f64, b: f64) -> f64 {
     if a.is_nan() || b.is_nan() { f64::NAN } else { a.max(b) }
+}
+
+/// `max |a − b|` over two equally long slices (infinite when the lengths differ; NaN wins).
+pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
+    if a.len() != b.len() {
+        return f64::INFINITY;
+    }
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, nan_max)
+}
+
+/// A tensor's values as f64, whatever its dtype (Flex reads an F64 tensor as f32 through
+/// `into_scalar`; this does not).
+pub fn values<B: burn::tensor::backend::Backend, const D: usize>(t: burn::tensor::Tensor<B, D>) -> Vec<f64> {
+    t.into_data().convert::<f64>().to_vec::<f64>().expect("converted to f64 just above")
 }
 
 /// Normwise relative error of a tensor: `max_i |a_i − b_i| / max_i |b_i|` (infinity norms), or the

@@ -1,11 +1,11 @@
 //! Helpers shared by the generator's integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, TensorData};
 use rag_generator::{Bart, BartConfig, ConfigFile, Llama, LlamaConfig};
 use rag_hf::{Checkpoint, Loader};
 
@@ -18,14 +18,7 @@ pub fn fixture(component: &str) -> PathBuf {
     Path::new(FIXTURES).join(component)
 }
 
-pub fn values<Bk: Backend, const D: usize>(t: Tensor<Bk, D>) -> Vec<f64> {
-    t.into_data().convert::<f64>().to_vec::<f64>().unwrap()
-}
-
-pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
-}
+pub use rag_parity::{max_abs_diff, values};
 
 pub fn load_bart<Bk: Backend>(dir: &Path, dtype: DType) -> rag_generator::Result<Bart<Bk>> {
     let config = BartConfig::from_file(&dir.join("config.json"))?;

@@ -1,11 +1,9 @@
 //! Helpers shared by the retriever's integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 
 use burn::backend::{Autodiff, Flex};
-use burn::tensor::Tensor;
-use burn::tensor::backend::Backend;
 use safetensors::tensor::{Dtype, TensorView};
 
 pub type B = Flex;
@@ -17,14 +15,7 @@ pub fn fixture(component: &str) -> PathBuf {
     Path::new(FIXTURES).join(component)
 }
 
-pub fn values<Bk: Backend, const D: usize>(t: Tensor<Bk, D>) -> Vec<f64> {
-    t.into_data().convert::<f64>().to_vec::<f64>().unwrap()
-}
-
-pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
-}
+pub use rag_parity::{max_abs_diff, values};
 
 /// Every tensor of a checkpoint as (name, shape, f32 values).
 pub fn read_all(path: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
