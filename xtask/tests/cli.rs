@@ -48,17 +48,21 @@ fn parity_without_components_checks_what_is_present_and_reports_the_rest() {
     let out = xtask(&["parity", dir.0.to_str().unwrap()]);
     let text = stdout(&out);
     assert!(text.contains("losses: ok"), "{text}");
-    assert!(text.contains("rag: not implemented"), "{text}");
+    assert!(text.contains("rag: FAIL"), "an unreadable component is reported: {text}");
     assert!(!text.contains("llama"), "absent components are skipped: {text}");
-    assert!(out.status.success(), "not requested, so not a failure: {text}");
+    assert!(!out.status.success(), "a present component that fails is a failure: {text}");
 }
 
 #[test]
-fn parity_fails_for_a_requested_component_that_is_not_implemented_or_missing() {
+fn parity_fails_for_a_requested_component_that_is_unreadable_or_missing() {
     let dir = TempFixtures::new("requested");
     let out = xtask(&["parity", dir.0.to_str().unwrap(), "--component", "rag"]);
-    assert!(stdout(&out).contains("rag: not implemented"));
+    assert!(stdout(&out).contains("rag: FAIL"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("expected.json"), "names the file it could not read: {}", stdout(&out));
     assert!(!out.status.success());
+
+    let out = xtask(&["parity", dir.0.to_str().unwrap(), "--component", "losses"]);
+    assert!(out.status.success(), "the other components still pass: {}", stdout(&out));
 
     let out = xtask(&["parity", dir.0.to_str().unwrap(), "--component", "llama"]);
     assert!(stdout(&out).contains("llama: FAIL missing"), "{}", stdout(&out));

@@ -55,5 +55,6 @@ mod rag;
 
 pub use config::{GeneratorOutput, NllConfig, Reduction};
 pub use error::{LossError, Result};
+pub use ops::logsumexp;
 pub use radit::{KlDirection, LmScore, LsrConfig, lm_nll, lm_scores, lsr_loss, parallel_marginal_log_likelihood};
 pub use rag::{rag_sequence_nll, rag_token_nll, split_docs};

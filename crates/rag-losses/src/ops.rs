@@ -14,7 +14,7 @@ use crate::error::{LossError, Result};
 /// The maximum is subtracted first (and detached: the result does not depend on it), so logits of
 /// magnitude 1e4 give no overflow. A slice that is entirely `-inf` gives `-inf` rather than NaN,
 /// so a document with a `-inf` score drops out of a sum as if it were absent.
-pub(crate) fn logsumexp<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
+pub fn logsumexp<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
     let max = x.clone().max_dim(dim).detach();
     let max = max.clone().mask_fill(max.is_inf(), 0.0);
     (x - max.clone()).exp().sum_dim(dim).log() + max

@@ -22,7 +22,7 @@ use crate::report::{ComponentReport, Errors};
 
 type Expected = Map<String, Value>;
 
-fn array<T: serde::de::DeserializeOwned>(
+pub(crate) fn array<T: serde::de::DeserializeOwned>(
     path: &Path,
     expected: &Expected,
     name: &str,
@@ -40,13 +40,13 @@ fn rows(array: &Array<i64>) -> Vec<Vec<u32>> {
     array.data.chunks(width.max(1)).map(|r| r.iter().map(|&v| v as u32).collect()).collect()
 }
 
-fn int_tensor<B: Backend>(array: &Array<i64>, device: &B::Device) -> Tensor<B, 2, Int> {
+pub(crate) fn int_tensor<B: Backend>(array: &Array<i64>, device: &B::Device) -> Tensor<B, 2, Int> {
     Tensor::from_data(TensorData::new(array.data.clone(), [array.shape[0], array.shape[1]]), device)
 }
 
 /// Compares generated rows with the reference token for token; a difference is an infinite
 /// error naming the row and position.
-fn compare_tokens(report: &mut ComponentReport, name: &str, ours: &[Vec<u32>], expected: &Array<i64>) {
+pub(crate) fn compare_tokens(report: &mut ComponentReport, name: &str, ours: &[Vec<u32>], expected: &Array<i64>) {
     report.cases += 1;
     let want = rows(expected);
     let mismatch = if ours.len() != want.len() || ours.iter().any(|r| r.len() != expected.shape[1]) {

@@ -13,6 +13,7 @@ mod fixture;
 mod generators;
 pub mod gradcheck;
 mod losses;
+mod rag;
 mod report;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ pub use encoders::{check_bert, check_dpr, check_minilm, encoder_tolerance};
 pub use fixture::{Array, FixtureError};
 pub use generators::{check_bart, check_llama, llama_tolerance};
 pub use losses::{LossCase, LossKind, LossOutputs, check_losses, load_loss_cases, run_loss_case};
+pub use rag::{check_rag, rag_tolerances};
 pub use report::{ComponentReport, Errors, max_abs_diff, relative_error, values};
 
 /// A component of the fixture format.
@@ -86,11 +88,6 @@ impl Component {
     pub fn present_in(self, dir: &Path) -> bool {
         dir.join(self.entry()).exists()
     }
-
-    /// Whether this build of the project can check the component yet.
-    pub fn implemented(self) -> bool {
-        !matches!(self, Component::Rag)
-    }
 }
 
 /// Inputs some components need besides the fixture directory.
@@ -108,8 +105,6 @@ pub enum Outcome {
     Checked(ComponentReport),
     /// It could not run here; the reason says why (e.g. weights not fetched).
     Skipped(String),
-    /// This build cannot check it yet.
-    NotImplemented,
 }
 
 /// Runs one component's check on backend `B` with floats of `dtype`.
@@ -136,7 +131,7 @@ pub fn check<B: AutodiffBackend>(
         },
         Component::Bart => check_bart::<B::InnerBackend>(&entry, device, dtype)?,
         Component::Llama => check_llama::<B::InnerBackend>(&entry, device, dtype)?,
-        Component::Rag => return Ok(Outcome::NotImplemented),
+        Component::Rag => check_rag::<B>(&entry, device, dtype)?,
     };
     Ok(Outcome::Checked(report))
 }

@@ -8,6 +8,10 @@ pub use rag_hf::Activation;
 
 use crate::{Result, RetrieverError};
 
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(deserializer)?.unwrap_or_default())
+}
+
 fn default_activation() -> Activation {
     Activation::Gelu
 }
@@ -62,8 +66,9 @@ pub struct BertConfig {
     /// DPR's output projection (`encode_proj`), 0 for none.
     #[serde(default)]
     pub projection_dim: usize,
-    /// HF's model classes that wrote the checkpoint (picks the weight layout).
-    #[serde(default)]
+    /// HF's model classes that wrote the checkpoint (picks the weight layout); `null` (as in a
+    /// RAG checkpoint's sub-config) reads as none.
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub architectures: Vec<String>,
     /// HF's `model_type` (`bert`, `dpr`…).
     #[serde(default)]

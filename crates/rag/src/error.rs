@@ -9,6 +9,25 @@ pub enum RagError {
     /// The retriever failed (loading, tokenizing, encoding).
     #[error(transparent)]
     Retriever(#[from] rag_retriever::RetrieverError),
+    /// The generator failed (loading, generating).
+    #[error(transparent)]
+    Generator(#[from] rag_generator::GeneratorError),
+    /// A checkpoint or config could not be read.
+    #[error(transparent)]
+    Checkpoint(#[from] rag_hf::HfError),
+    /// A loss refused its inputs.
+    #[error(transparent)]
+    Loss(#[from] rag_losses::LossError),
+    /// A config value this crate cannot use.
+    #[error("{path}: field `{field}`: {message}")]
+    Config {
+        /// The config file.
+        path: std::path::PathBuf,
+        /// The field.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
     /// Parts that do not fit together (e.g. an index narrower than the encoder's vectors).
     #[error("{0}")]
     Mismatch(String),

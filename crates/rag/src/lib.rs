@@ -7,15 +7,21 @@
 //! (thorough and fast) / REPLUG ensemble decoding with provenance, whole-model checkpoints and HF
 //! RAG checkpoint loading, and the generated datasets of the embedded default.
 //!
-//! Today it holds [`index_store`]: a passage store encoded into a vector index by the
-//! retriever's document encoder.
+//! Today it holds [`index_store`] (a passage store encoded into a vector index by the retriever's
+//! document encoder), [`HfRag`] (HF's RAG checkpoints: doc scores, generator logits and losses
+//! from given contexts), RAG-Token decoding as a marginalizing [`RagTokenDecoder`] and
+//! RAG-Sequence thorough decoding ([`rag_sequence_thorough`]).
 //!
 //! It picks no backend: the leaf (xtask, benches, tests) does.
 
+mod decoding;
 mod error;
+mod hf_rag;
 mod indexing;
 
+pub use decoding::{RagTokenDecoder, RagTokenState, rag_sequence_thorough};
 pub use error::{RagError, Result};
+pub use hf_rag::{HfRag, HfRagConfig, Marginalization, hf_loss};
 pub use indexing::index_store;
 
 pub use rag_generator;

@@ -1,0 +1,156 @@
+//! Decoding a RAG model from retrieved contexts.
+//!
+//! - RAG-Token: [`RagTokenDecoder`] is a [`StepModel`] whose rows are (example, beam) and whose
+//!   next-token distribution is the marginal `log Σ_z p(z|x) p(y_t | x, z, y_<t)` over the
+//!   generator's `n` document rows of each; `select_rows` moves a row's `n` document caches
+//!   together. So greedy and beam search are `rag_generator::generate` itself, with HF's
+//!   semantics (HF's `RagTokenForGeneration.generate` does the same over its marginalized
+//!   log-probs).
+//! - RAG-Sequence, thorough decoding ([`rag_sequence_thorough`]): beam search per document,
+//!   duplicates removed, every candidate rescored on every document with RAG-Sequence's
+//!   marginal likelihood, the best kept (HF's `RagSequenceForGeneration.generate`).
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use rag_generator::{Bart, BartState, DecodeState, GenerationConfig, StepModel, generate};
+use rag_losses::hf::{HfNllOptions, rag_sequence_get_nll};
+use rag_losses::logsumexp;
+
+use crate::Result;
+
+/// RAG-Token's marginalizing decoder over a BART generator with `n_docs` documents per row.
+#[derive(Debug, Clone, Copy)]
+pub struct RagTokenDecoder<'a, B: Backend> {
+    generator: &'a Bart<B>,
+    n_docs: usize,
+}
+
+/// The state of [`RagTokenDecoder`]: the generator's state over `rows · n_docs` document rows and
+/// each row's document log-prior `log p(z|x)` `[rows, n_docs]`.
+#[derive(Debug, Clone)]
+pub struct RagTokenState<B: Backend> {
+    documents: BartState<B>,
+    doc_log_prior: Tensor<B, 2>,
+}
+
+impl<'a, B: Backend> RagTokenDecoder<'a, B> {
+    /// A decoder over `generator` with `n_docs` documents per example.
+    pub fn new(generator: &'a Bart<B>, n_docs: usize) -> Self {
+        Self { generator, n_docs }
+    }
+
+    /// Starts decoding: encodes the context rows `[b·n, L]` (rows `b·n + z`) once and takes the
+    /// document prior from `doc_scores` `[b, n]`.
+    pub fn begin(
+        &self,
+        context_input_ids: Tensor<B, 2, Int>,
+        context_attention_mask: Tensor<B, 2, Int>,
+        doc_scores: Tensor<B, 2>,
+    ) -> RagTokenState<B> {
+        let documents = self.generator.begin(context_input_ids, context_attention_mask);
+        let doc_log_prior = log_softmax(doc_scores.cast(self.generator.dtype()), 1);
+        RagTokenState { documents, doc_log_prior }
+    }
+}
+
+impl<B: Backend> DecodeState<B> for RagTokenState<B> {
+    fn rows(&self) -> usize {
+        self.doc_log_prior.dims()[0]
+    }
+
+    fn len(&self) -> usize {
+        self.documents.len()
+    }
+
+    fn device(&self) -> B::Device {
+        self.doc_log_prior.device()
+    }
+
+    fn select_rows(&mut self, rows: Tensor<B, 1, Int>) {
+        let n = self.doc_log_prior.dims()[1];
+        let r = rows.dims()[0];
+        let docs = Tensor::<B, 1, Int>::arange(0..n as i64, &rows.device()).reshape([1, n]);
+        let document_rows = (rows.clone().reshape([r, 1]).mul_scalar(n as i64) + docs).reshape([r * n]);
+        self.documents.select_rows(document_rows);
+        self.doc_log_prior = self.doc_log_prior.clone().select(0, rows);
+    }
+}
+
+impl<B: Backend> StepModel<B> for RagTokenDecoder<'_, B> {
+    type State = RagTokenState<B>;
+
+    fn vocab_size(&self) -> usize {
+        self.generator.vocab_size()
+    }
+
+    fn max_positions(&self) -> usize {
+        self.generator.max_positions()
+    }
+
+    /// The marginal log-probs `[rows, t, V]` (already normalized: a search's `log_softmax`
+    /// leaves them unchanged).
+    fn step_all(&self, state: &mut RagTokenState<B>, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [rows, t] = tokens.dims();
+        let n = self.n_docs;
+        let per_doc = tokens.reshape([rows, 1, t]).expand([rows, n, t]).reshape([rows * n, t]);
+        let logits = self.generator.step_all(&mut state.documents, per_doc);
+        let vocab = logits.dims()[2];
+        let joint =
+            log_softmax(logits, 2).reshape([rows, n, t, vocab]) + state.doc_log_prior.clone().reshape([rows, n, 1, 1]);
+        logsumexp(joint, 1).reshape([rows, t, vocab])
+    }
+}
+
+/// RAG-Sequence thorough decoding of `b` examples: for example `i`, beam search with
+/// `config.num_beams` beams (returning all of them) on each of its `n` context rows, duplicates
+/// removed when `deduplicate`, every candidate's RAG-Sequence loss computed on all `n` documents
+/// with `doc_scores[i]` (`options` as HF's: `exclude_bos_score = true`), and the
+/// `num_return_sequences` candidates of lowest loss kept, best first. Rows are padded with the
+/// generator's pad id to the longest, as HF's `_cat_and_pad`.
+pub fn rag_sequence_thorough<B: Backend>(
+    generator: &Bart<B>,
+    context_input_ids: Tensor<B, 2, Int>,
+    context_attention_mask: Tensor<B, 2, Int>,
+    doc_scores: Tensor<B, 2>,
+    config: &GenerationConfig,
+    deduplicate: bool,
+    options: &HfNllOptions,
+) -> Result<Vec<Vec<u32>>> {
+    let [b, n] = doc_scores.dims();
+    let device = doc_scores.device();
+    let start = config.decoder_start_token_id.unwrap_or(generator.config().decoder_start_token_id);
+    let per_doc = GenerationConfig { num_return_sequences: config.num_beams, ..config.clone() };
+    let mut best = Vec::new();
+    for i in 0..b {
+        let ids = context_input_ids.clone().narrow(0, i * n, n);
+        let mask = context_attention_mask.clone().narrow(0, i * n, n);
+        let out = generate(generator, generator.begin(ids.clone(), mask.clone()), &vec![vec![start]; n], &per_doc)?;
+        let mut candidates: Vec<Vec<u32>> = Vec::new();
+        for seq in out.sequences {
+            if !deduplicate || !candidates.contains(&seq) {
+                candidates.push(seq);
+            }
+        }
+        let c = candidates.len();
+        let len = candidates[0].len();
+        let flat: Vec<i64> = candidates.iter().flatten().map(|&t| i64::from(t)).collect();
+        let labels = Tensor::<B, 2, Int>::from_data(TensorData::new(flat, [c, len]), &device);
+        let repeat: Vec<i64> = (0..c).flat_map(|_| 0..n as i64).collect();
+        let repeat = Tensor::<B, 1, Int>::from_data(TensorData::new(repeat, [c * n]), &device);
+        let (ids, mask) = (ids.select(0, repeat.clone()), mask.select(0, repeat));
+        let decoder_ids = labels.clone().reshape([c, 1, len]).expand([c, n, len]).reshape([c * n, len]);
+        let logits = generator.decode(decoder_ids, None, generator.encode(ids, mask.clone()), mask);
+        let scores = doc_scores.clone().narrow(0, i, 1).expand([c, n]);
+        let loss = rag_sequence_get_nll(logits, scores, labels, options)?;
+        let loss: Vec<f64> = loss.into_data().convert::<f64>().to_vec().expect("converted to f64 just above");
+        let mut order: Vec<usize> = (0..c).collect();
+        order.sort_by(|&a, &b| loss[a].total_cmp(&loss[b]));
+        best.extend(order.into_iter().take(config.num_return_sequences).map(|k| candidates[k].clone()));
+    }
+    let longest = best.iter().map(Vec::len).max().unwrap_or(0);
+    for row in &mut best {
+        row.resize(longest, generator.config().pad_token_id);
+    }
+    Ok(best)
+}
