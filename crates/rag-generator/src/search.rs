@@ -71,9 +71,12 @@ pub struct Generated {
     /// `inputs × num_return_sequences` rows, best first within an input: the prompt, then the
     /// generated tokens, then `pad` after EOS up to the longest row (HF's layout).
     pub sequences: Vec<Vec<u32>>,
-    /// The score of each row: for beam search the length-penalized sum of log-probs; for greedy
-    /// search the sum of the chosen tokens' log-probs.
+    /// The score of each row: for beam search the length-penalized sum of log-probs (what beams
+    /// are ranked by); for greedy search the sum of the chosen tokens' log-probs.
     pub scores: Vec<f64>,
+    /// `log p(row's new tokens | prompt)`: the sum of the generated tokens' log-probs, without
+    /// length penalty (RAG-Sequence's fast decoding marginalizes these).
+    pub log_probs: Vec<f64>,
     /// Tokens of the prompt at the start of every row.
     pub prompt_len: usize,
 }
@@ -186,6 +189,7 @@ pub fn generate<B: Backend, M: StepModel<B>>(
                 .flat_map(|p| std::iter::repeat_n(p.clone(), config.num_return_sequences))
                 .collect(),
             scores: vec![0.0; prompt.len() * config.num_return_sequences],
+            log_probs: vec![0.0; prompt.len() * config.num_return_sequences],
             prompt_len,
         });
     }
@@ -236,12 +240,13 @@ fn greedy<B: Backend, M: StepModel<B>>(
         let last: Vec<Vec<u32>> = sequences.iter().map(|s| vec![s[cur_len - 1]]).collect();
         logits = model.step(&mut state, int_tensor::<B>(&last, &device));
     }
-    Generated { sequences, scores, prompt_len }
+    Generated { log_probs: scores.clone(), sequences, scores, prompt_len }
 }
 
 /// One input's finished hypotheses: at most `num_beams`, best first.
 struct Finished {
-    hypotheses: Vec<(f32, Vec<u32>)>,
+    /// (length-penalized score, sum of log-probs, sequence).
+    hypotheses: Vec<(f32, f32, Vec<u32>)>,
 }
 
 fn beam<B: Backend, M: StepModel<B>>(
@@ -301,7 +306,7 @@ fn beam<B: Backend, M: StepModel<B>>(
                 if can_add {
                     let mut seq = running[parent].clone();
                     seq.push(token);
-                    insert(&mut finished[b], (score / generated_len.powf(lp) as f32, seq), beams);
+                    insert(&mut finished[b], (score / generated_len.powf(lp) as f32, score, seq), beams);
                 }
             }
             // The best `num_beams` continuations that did not stop keep running; at max_length
@@ -354,21 +359,23 @@ fn beam<B: Backend, M: StepModel<B>>(
     }
     let mut sequences = Vec::with_capacity(batch * config.num_return_sequences);
     let mut scores = Vec::with_capacity(batch * config.num_return_sequences);
+    let mut log_probs = Vec::with_capacity(batch * config.num_return_sequences);
     for f in &finished {
-        for (score, seq) in f.hypotheses.iter().take(config.num_return_sequences) {
+        for (score, log_prob, seq) in f.hypotheses.iter().take(config.num_return_sequences) {
             sequences.push(seq.clone());
             scores.push(f64::from(*score));
+            log_probs.push(f64::from(*log_prob));
         }
     }
     let longest = sequences.iter().map(Vec::len).max().unwrap_or(prompt_len);
     for seq in &mut sequences {
         seq.resize(longest, fill);
     }
-    Generated { sequences, scores, prompt_len }
+    Generated { sequences, scores, log_probs, prompt_len }
 }
 
 /// Adds a hypothesis, keeping the best `beams`, best first (a later equal score ranks after).
-fn insert(finished: &mut Finished, hypothesis: (f32, Vec<u32>), beams: usize) {
+fn insert(finished: &mut Finished, hypothesis: (f32, f32, Vec<u32>), beams: usize) {
     let at = finished.hypotheses.iter().position(|h| h.0 < hypothesis.0).unwrap_or(finished.hypotheses.len());
     finished.hypotheses.insert(at, hypothesis);
     finished.hypotheses.truncate(beams);

@@ -154,3 +154,47 @@ pub fn rag_sequence_thorough<B: Backend>(
     }
     Ok(best)
 }
+
+/// RAG-Sequence fast decoding (the paper's approximation, no extra forward passes): beam search
+/// per document as in [`rag_sequence_thorough`], then each distinct candidate `y` gets
+/// `log Σ_{z: y ∈ beam(z)} p(z|x) p(y|x,z)`: documents whose beam did not produce `y` count as
+/// probability 0 instead of being rescored. The `num_return_sequences` best are kept.
+pub fn rag_sequence_fast<B: Backend>(
+    generator: &Bart<B>,
+    context_input_ids: Tensor<B, 2, Int>,
+    context_attention_mask: Tensor<B, 2, Int>,
+    doc_scores: Tensor<B, 2>,
+    config: &GenerationConfig,
+) -> Result<Vec<Vec<u32>>> {
+    let [b, n] = doc_scores.dims();
+    let start = config.decoder_start_token_id.unwrap_or(generator.config().decoder_start_token_id);
+    let per_doc = GenerationConfig { num_return_sequences: config.num_beams, ..config.clone() };
+    let log_prior: Vec<f64> =
+        log_softmax(doc_scores, 1).into_data().convert::<f64>().to_vec().expect("converted to f64 just above");
+    let mut best = Vec::new();
+    for i in 0..b {
+        let ids = context_input_ids.clone().narrow(0, i * n, n);
+        let mask = context_attention_mask.clone().narrow(0, i * n, n);
+        let out = generate(generator, generator.begin(ids, mask), &vec![vec![start]; n], &per_doc)?;
+        // (candidate, log marginal) in order of first appearance.
+        let mut candidates: Vec<(Vec<u32>, f64)> = Vec::new();
+        for (row, seq) in out.sequences.into_iter().enumerate() {
+            let z = row / config.num_beams;
+            let joint = log_prior[i * n + z] + out.log_probs[row];
+            match candidates.iter_mut().find(|(c, _)| *c == seq) {
+                Some((_, marginal)) => {
+                    let m = marginal.max(joint);
+                    *marginal = m + ((*marginal - m).exp() + (joint - m).exp()).ln();
+                }
+                None => candidates.push((seq, joint)),
+            }
+        }
+        candidates.sort_by(|a, b| b.1.total_cmp(&a.1));
+        best.extend(candidates.into_iter().take(config.num_return_sequences).map(|(c, _)| c));
+    }
+    let longest = best.iter().map(Vec::len).max().unwrap_or(0);
+    for row in &mut best {
+        row.resize(longest, generator.config().pad_token_id);
+    }
+    Ok(best)
+}

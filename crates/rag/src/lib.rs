@@ -19,7 +19,7 @@ mod error;
 mod hf_rag;
 mod indexing;
 
-pub use decoding::{RagTokenDecoder, RagTokenState, rag_sequence_thorough};
+pub use decoding::{RagTokenDecoder, RagTokenState, rag_sequence_fast, rag_sequence_thorough};
 pub use error::{RagError, Result};
 pub use hf_rag::{HfRag, HfRagConfig, Marginalization, hf_loss};
 pub use indexing::index_store;
