@@ -135,27 +135,22 @@ pub fn check_rag<B: AutodiffBackend>(
             Some((beams, length.parse().ok()?))
         };
         let want = || array::<i64>(&path, &expected, name, 2);
-        if let Some((beams, max_length)) = parse("rag_token_") {
-            let run = GenerationConfig {
-                max_length,
-                max_new_tokens: None,
-                num_beams: beams,
-                num_return_sequences: 1,
-                ..generation.clone()
-            };
+        let run = |(beams, max_length): (usize, usize)| GenerationConfig {
+            max_length,
+            max_new_tokens: None,
+            num_beams: beams,
+            num_return_sequences: 1,
+            ..generation.clone()
+        };
+        if let Some(case) = parse("rag_token_") {
+            let run = run(case);
             let decoder = RagTokenDecoder::new(&inner.generator, config.n_docs);
             let state = decoder.begin(ctx.clone(), mask.clone(), doc_scores.clone());
             let out = generate(&decoder, state, &vec![vec![start]; batch], &run)
                 .map_err(|e| field(&path, name, "generate", e.to_string()))?;
             compare_tokens(&mut report, name, &out.sequences, &want()?);
-        } else if let Some((beams, max_length)) = parse("rag_sequence_thorough_") {
-            let run = GenerationConfig {
-                max_length,
-                max_new_tokens: None,
-                num_beams: beams,
-                num_return_sequences: 1,
-                ..generation.clone()
-            };
+        } else if let Some(case) = parse("rag_sequence_thorough_") {
+            let run = run(case);
             let options = config.nll_options(true);
             let out = rag_sequence_thorough(
                 &inner.generator,

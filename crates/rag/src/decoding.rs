@@ -13,7 +13,7 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use rag_generator::{Bart, BartState, DecodeState, GenerationConfig, StepModel, generate};
+use rag_generator::{Bart, BartState, DecodeState, Generated, GenerationConfig, StepModel, generate};
 use rag_losses::hf::{HfNllOptions, rag_sequence_get_nll};
 use rag_losses::logsumexp;
 
@@ -119,13 +119,11 @@ pub fn rag_sequence_thorough<B: Backend>(
 ) -> Result<Vec<Vec<u32>>> {
     let [b, n] = doc_scores.dims();
     let device = doc_scores.device();
-    let start = config.decoder_start_token_id.unwrap_or(generator.config().decoder_start_token_id);
-    let per_doc = GenerationConfig { num_return_sequences: config.num_beams, ..config.clone() };
     let mut best = Vec::new();
     for i in 0..b {
         let ids = context_input_ids.clone().narrow(0, i * n, n);
         let mask = context_attention_mask.clone().narrow(0, i * n, n);
-        let out = generate(generator, generator.begin(ids.clone(), mask.clone()), &vec![vec![start]; n], &per_doc)?;
+        let out = beams_per_document(generator, ids.clone(), mask.clone(), config)?;
         let mut candidates: Vec<Vec<u32>> = Vec::new();
         for seq in out.sequences {
             if !deduplicate || !candidates.contains(&seq) {
@@ -148,11 +146,30 @@ pub fn rag_sequence_thorough<B: Backend>(
         order.sort_by(|&a, &b| loss[a].total_cmp(&loss[b]));
         best.extend(order.into_iter().take(config.num_return_sequences).map(|k| candidates[k].clone()));
     }
-    let longest = best.iter().map(Vec::len).max().unwrap_or(0);
-    for row in &mut best {
-        row.resize(longest, generator.config().pad_token_id);
+    Ok(padded(best, generator.config().pad_token_id))
+}
+
+/// Beam search with all `num_beams` hypotheses returned, on each of an example's `n` context
+/// rows (rows `z·num_beams + j`).
+fn beams_per_document<B: Backend>(
+    generator: &Bart<B>,
+    ids: Tensor<B, 2, Int>,
+    mask: Tensor<B, 2, Int>,
+    config: &GenerationConfig,
+) -> Result<Generated> {
+    let n = ids.dims()[0];
+    let start = config.decoder_start_token_id.unwrap_or(generator.config().decoder_start_token_id);
+    let per_doc = GenerationConfig { num_return_sequences: config.num_beams, ..config.clone() };
+    Ok(generate(generator, generator.begin(ids, mask), &vec![vec![start]; n], &per_doc)?)
+}
+
+/// Pads rows with `pad` to the longest (HF's `_cat_and_pad`).
+fn padded(mut rows: Vec<Vec<u32>>, pad: u32) -> Vec<Vec<u32>> {
+    let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
+    for row in &mut rows {
+        row.resize(longest, pad);
     }
-    Ok(best)
+    rows
 }
 
 /// RAG-Sequence fast decoding (the paper's approximation, no extra forward passes): beam search
@@ -167,15 +184,13 @@ pub fn rag_sequence_fast<B: Backend>(
     config: &GenerationConfig,
 ) -> Result<Vec<Vec<u32>>> {
     let [b, n] = doc_scores.dims();
-    let start = config.decoder_start_token_id.unwrap_or(generator.config().decoder_start_token_id);
-    let per_doc = GenerationConfig { num_return_sequences: config.num_beams, ..config.clone() };
     let log_prior: Vec<f64> =
         log_softmax(doc_scores, 1).into_data().convert::<f64>().to_vec().expect("converted to f64 just above");
     let mut best = Vec::new();
     for i in 0..b {
         let ids = context_input_ids.clone().narrow(0, i * n, n);
         let mask = context_attention_mask.clone().narrow(0, i * n, n);
-        let out = generate(generator, generator.begin(ids, mask), &vec![vec![start]; n], &per_doc)?;
+        let out = beams_per_document(generator, ids, mask, config)?;
         // (candidate, log marginal) in order of first appearance.
         let mut candidates: Vec<(Vec<u32>, f64)> = Vec::new();
         for (row, seq) in out.sequences.into_iter().enumerate() {
@@ -192,9 +207,5 @@ pub fn rag_sequence_fast<B: Backend>(
         candidates.sort_by(|a, b| b.1.total_cmp(&a.1));
         best.extend(candidates.into_iter().take(config.num_return_sequences).map(|(c, _)| c));
     }
-    let longest = best.iter().map(Vec::len).max().unwrap_or(0);
-    for row in &mut best {
-        row.resize(longest, generator.config().pad_token_id);
-    }
-    Ok(best)
+    Ok(padded(best, generator.config().pad_token_id))
 }
