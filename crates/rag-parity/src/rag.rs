@@ -91,11 +91,9 @@ pub fn check_rag<B: AutodiffBackend>(
             tol,
         );
         let labels = int_tensor::<B>(&labels, device);
-        let logits = model.generator_logits(
-            int_tensor::<B>(&ctx_ids, device),
-            int_tensor::<B>(&ctx_mask, device),
-            labels.clone(),
-        );
+        let logits = model
+            .generator_logits(int_tensor::<B>(&ctx_ids, device), int_tensor::<B>(&ctx_mask, device), labels.clone())
+            .map_err(|e| field(&path, kind, "context_input_ids", e.to_string()))?;
         let options = config.nll_options(config.exclude_bos_score);
         let loss = hf_loss(marginalization, logits, doc_scores, labels, &options)
             .map_err(|e| field(&path, kind, "loss", e.to_string()))?;

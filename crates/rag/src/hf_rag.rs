@@ -149,19 +149,27 @@ impl<B: Backend> HfRag<B> {
 
     /// Generator logits `[b·n, T, V]` of context rows `[b·n, L]` (rows `b·n + z`), with the
     /// labels `[b, T]` as decoder inputs for each of their `n` rows (HF passes `labels` as
-    /// `decoder_input_ids` and the loss shifts them).
+    /// `decoder_input_ids` and the loss shifts them). The context rows must be a multiple of
+    /// the label rows.
     pub fn generator_logits(
         &self,
         context_input_ids: Tensor<B, 2, Int>,
         context_attention_mask: Tensor<B, 2, Int>,
         labels: Tensor<B, 2, Int>,
-    ) -> Tensor<B, 3> {
+    ) -> Result<Tensor<B, 3>> {
         let rows = context_input_ids.dims()[0];
         let [b, t] = labels.dims();
-        let n = rows / b.max(1);
+        if b == 0 || !rows.is_multiple_of(b) || context_attention_mask.dims() != context_input_ids.dims() {
+            return Err(RagError::Mismatch(format!(
+                "context_input_ids {:?} and context_attention_mask {:?} must be [labels rows ({b}) × n_docs, len]",
+                context_input_ids.dims(),
+                context_attention_mask.dims()
+            )));
+        }
+        let n = rows / b;
         let decoder_input_ids = labels.reshape([b, 1, t]).expand([b, n, t]).reshape([b * n, t]);
         let encoded = self.generator.encode(context_input_ids, context_attention_mask.clone());
-        self.generator.decode(decoder_input_ids, None, encoded, context_attention_mask)
+        Ok(self.generator.decode(decoder_input_ids, None, encoded, context_attention_mask))
     }
 }
 
