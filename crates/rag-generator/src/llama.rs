@@ -362,15 +362,8 @@ impl<B: Backend> Llama<B> {
     /// [`StepModel::step`]) have `prompt_mask` `[rows, len]` (1 = token, 0 = padding; pad on
     /// the left). Later tokens are all real.
     pub fn begin(&self, prompt_mask: Tensor<B, 2, Int>) -> LlamaState<B> {
-        let rows = prompt_mask.dims()[0];
         let device = prompt_mask.device();
-        LlamaState {
-            layers: vec![None; self.layers.len()],
-            seen_mask: None,
-            pending: Some(prompt_mask),
-            seen: Tensor::zeros([rows], &device),
-            device,
-        }
+        LlamaState { layers: vec![None; self.layers.len()], seen_mask: None, pending: Some(prompt_mask), device }
     }
 }
 
@@ -411,8 +404,8 @@ fn mask<B: Backend>(past: usize, n: usize, padded: Tensor<B, 2, Bool>, device: &
     causal::<B>(past, n, device).expand([b, 1, n, total]).bool_or(others_padded)
 }
 
-/// The state of incremental LLaMA decoding: per-layer key/value caches, which cached positions
-/// are padding, and how many real tokens each row has seen (its next position id).
+/// The state of incremental LLaMA decoding: per-layer key/value caches and the attention mask
+/// of the cached positions (which also gives each new token's position id).
 #[derive(Debug, Clone)]
 pub struct LlamaState<B: Backend> {
     layers: Vec<Option<KvCache<B>>>,
@@ -420,10 +413,8 @@ pub struct LlamaState<B: Backend> {
     /// first step). Kept as Int: Flex's `select` on a Bool tensor returns a U8 tensor that
     /// `cat` then refuses.
     seen_mask: Option<Tensor<B, 2, Int>>,
-    /// The mask of the prompt, consumed by the first step.
+    /// The mask of the next fed tokens (the prompt's, from `begin`), consumed by the next step.
     pending: Option<Tensor<B, 2, Int>>,
-    /// Real tokens per row so far `[rows]`.
-    seen: Tensor<B, 1, Int>,
     device: B::Device,
 }
 
@@ -437,7 +428,7 @@ impl<B: Backend> LlamaState<B> {
 
 impl<B: Backend> DecodeState<B> for LlamaState<B> {
     fn rows(&self) -> usize {
-        self.seen.dims()[0]
+        self.seen_mask.as_ref().or(self.pending.as_ref()).map_or(0, |mask| mask.dims()[0])
     }
 
     fn len(&self) -> usize {
@@ -453,8 +444,7 @@ impl<B: Backend> DecodeState<B> for LlamaState<B> {
             *layer = layer.take().map(|c| c.select_rows(rows.clone()));
         }
         self.seen_mask = self.seen_mask.take().map(|p| p.select(0, rows.clone()));
-        self.pending = self.pending.take().map(|p| p.select(0, rows.clone()));
-        self.seen = self.seen.clone().select(0, rows);
+        self.pending = self.pending.take().map(|p| p.select(0, rows));
     }
 }
 
@@ -464,13 +454,12 @@ impl<B: Backend> Llama<B> {
         let device = tokens.device();
         let past = state.len();
         let fed = state.pending.take().unwrap_or_else(|| Tensor::ones([rows, n], &device));
-        let positions = positions_from_mask(fed.clone()) + state.seen.clone().reshape([rows, 1]);
-        state.seen = state.seen.clone() + fed.clone().sum_dim(1).reshape([rows]);
         let seen_mask = match state.seen_mask.take() {
             Some(past) => Tensor::cat(vec![past, fed], 1),
             None => fed,
         };
         state.seen_mask = Some(seen_mask.clone());
+        let positions = positions_from_mask(seen_mask.clone()).narrow(1, past, n);
         let masked = mask(past, n, seen_mask.equal_elem(0), &device);
         self.hidden(tokens, positions, masked, Some(&mut state.layers))
     }

@@ -99,27 +99,18 @@ fn forbidden(
     prompt_len: usize,
     max_len: usize,
 ) -> Option<Vec<bool>> {
-    let mut banned = vec![false; vocab];
-    let mut any = false;
     let eos_banned = cur_len < config.min_length || config.min_new_tokens.is_some_and(|n| cur_len - prompt_len < n);
-    if eos_banned {
-        for &eos in &config.eos_token_id {
-            if (eos as usize) < vocab {
-                banned[eos as usize] = true;
-                any = true;
-            }
-        }
-    }
     let forced = match (config.forced_bos_token_id, config.forced_eos_token_id) {
         (Some(bos), _) if cur_len == 1 => Some(bos),
         (_, Some(eos)) if cur_len + 1 == max_len => Some(eos),
         _ => None,
     };
+    // Most steps ban nothing: no vocabulary-sized mask is built for them.
     if let Some(forced) = forced.filter(|&t| (t as usize) < vocab) {
-        banned.iter_mut().enumerate().for_each(|(t, b)| *b = t != forced as usize);
-        any = true;
+        return Some((0..vocab).map(|t| t != forced as usize).collect());
     }
-    any.then_some(banned)
+    let eos: Vec<usize> = config.eos_token_id.iter().map(|&t| t as usize).filter(|&t| t < vocab).collect();
+    (eos_banned && !eos.is_empty()).then(|| (0..vocab).map(|t| eos.contains(&t)).collect())
 }
 
 fn apply_forbidden<B: Backend>(scores: Tensor<B, 2>, banned: Option<Vec<bool>>) -> Tensor<B, 2> {

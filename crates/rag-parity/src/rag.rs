@@ -9,6 +9,7 @@
 
 use std::path::Path;
 
+use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Tensor, TensorData};
 use rag::{HfRag, Marginalization, RagTokenDecoder, hf_loss, rag_sequence_thorough};
@@ -110,8 +111,8 @@ pub fn check_rag<B: AutodiffBackend>(
         );
     }
 
-    // Decoding runs without a graph.
-    let inner = HfRag::<B::InnerBackend>::load(dir, device, dtype).map_err(model_error)?.0;
+    // Decoding runs without a graph, on the same weights.
+    let inner = model.valid();
     let generation_path = dir.join("generation_config.json");
     let generation = if generation_path.exists() {
         GenerationConfig::from_file(&generation_path)

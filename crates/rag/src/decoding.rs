@@ -123,7 +123,9 @@ pub fn rag_sequence_thorough<B: Backend>(
     for i in 0..b {
         let ids = context_input_ids.clone().narrow(0, i * n, n);
         let mask = context_attention_mask.clone().narrow(0, i * n, n);
-        let out = beams_per_document(generator, ids.clone(), mask.clone(), config)?;
+        // The example's contexts are encoded once, for the beams and for the rescoring.
+        let encoded = generator.encode(ids, mask.clone());
+        let out = beams_per_document(generator, encoded.clone(), mask.clone(), config)?;
         let mut candidates: Vec<Vec<u32>> = Vec::new();
         for seq in out.sequences {
             if !deduplicate || !candidates.contains(&seq) {
@@ -136,9 +138,9 @@ pub fn rag_sequence_thorough<B: Backend>(
         let labels = Tensor::<B, 2, Int>::from_data(TensorData::new(flat, [c, len]), &device);
         let repeat: Vec<i64> = (0..c).flat_map(|_| 0..n as i64).collect();
         let repeat = Tensor::<B, 1, Int>::from_data(TensorData::new(repeat, [c * n]), &device);
-        let (ids, mask) = (ids.select(0, repeat.clone()), mask.select(0, repeat));
+        let (encoded, mask) = (encoded.select(0, repeat.clone()), mask.select(0, repeat));
         let decoder_ids = labels.clone().reshape([c, 1, len]).expand([c, n, len]).reshape([c * n, len]);
-        let logits = generator.decode(decoder_ids, None, generator.encode(ids, mask.clone()), mask);
+        let logits = generator.decode(decoder_ids, None, encoded, mask);
         let scores = doc_scores.clone().narrow(0, i, 1).expand([c, n]);
         let loss = rag_sequence_get_nll(logits, scores, labels, options)?;
         let loss: Vec<f64> = loss.into_data().convert::<f64>().to_vec().expect("converted to f64 just above");
@@ -149,18 +151,18 @@ pub fn rag_sequence_thorough<B: Backend>(
     Ok(padded(best, generator.config().pad_token_id))
 }
 
-/// Beam search with all `num_beams` hypotheses returned, on each of an example's `n` context
-/// rows (rows `z·num_beams + j`).
+/// Beam search with all `num_beams` hypotheses returned, from each of an example's `n` encoded
+/// context rows `[n, L, d]` (output rows `z·num_beams + j`).
 fn beams_per_document<B: Backend>(
     generator: &Bart<B>,
-    ids: Tensor<B, 2, Int>,
+    encoded: Tensor<B, 3>,
     mask: Tensor<B, 2, Int>,
     config: &GenerationConfig,
 ) -> Result<Generated> {
-    let n = ids.dims()[0];
+    let n = encoded.dims()[0];
     let start = config.decoder_start_token_id.unwrap_or(generator.config().decoder_start_token_id);
     let per_doc = GenerationConfig { num_return_sequences: config.num_beams, ..config.clone() };
-    Ok(generate(generator, generator.begin(ids, mask), &vec![vec![start]; n], &per_doc)?)
+    Ok(generate(generator, generator.begin_from_encoded(encoded, mask), &vec![vec![start]; n], &per_doc)?)
 }
 
 /// Pads rows with `pad` to the longest (HF's `_cat_and_pad`).
@@ -190,7 +192,7 @@ pub fn rag_sequence_fast<B: Backend>(
     for i in 0..b {
         let ids = context_input_ids.clone().narrow(0, i * n, n);
         let mask = context_attention_mask.clone().narrow(0, i * n, n);
-        let out = beams_per_document(generator, ids, mask, config)?;
+        let out = beams_per_document(generator, generator.encode(ids, mask.clone()), mask, config)?;
         // (candidate, log marginal) in order of first appearance.
         let mut candidates: Vec<(Vec<u32>, f64)> = Vec::new();
         for (row, seq) in out.sequences.into_iter().enumerate() {
