@@ -9,6 +9,8 @@
 //!   tensor (and both shapes), with a hint when the same tensor sits under another prefix.
 //! - [`Activation`]: the feed-forward activations HF configs name.
 //! - [`write_safetensors`]: tensors to a safetensors file, atomically.
+//! - [`save_module`] / [`load_module`]: a whole Burn module's parameters to and from one
+//!   safetensors file, named by module path (whole-model checkpoints).
 //! - [`read_json`]: config files with errors that name the file, line and column.
 //!
 //! The model crates (`rag-retriever`, `rag-generator`) share this one reader so that every model
@@ -30,6 +32,7 @@ mod checkpoint;
 mod error;
 mod json;
 mod loader;
+mod module_file;
 mod write;
 
 pub use activation::Activation;
@@ -37,4 +40,5 @@ pub use checkpoint::{Checkpoint, WEIGHTS_FILE, WEIGHTS_INDEX_FILE};
 pub use error::{HfError, Result};
 pub use json::read_json;
 pub use loader::{Loader, init_embedding, init_linear};
+pub use module_file::{cast_module, load_module, module_tensors, save_module};
 pub use write::write_safetensors;

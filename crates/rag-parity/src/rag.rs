@@ -144,7 +144,7 @@ pub fn check_rag<B: AutodiffBackend>(
         if let Some(case) = parse("rag_token_") {
             let run = run(case);
             let decoder = RagTokenDecoder::new(&inner.generator, config.n_docs);
-            let state = decoder.begin(ctx.clone(), mask.clone(), doc_scores.clone());
+            let state = decoder.begin(inner.generator.begin(ctx.clone(), mask.clone()), doc_scores.clone());
             let out = generate(&decoder, state, &vec![vec![start]; batch], &run)
                 .map_err(|e| field(&path, name, "generate", e.to_string()))?;
             compare_tokens(&mut report, name, &out.sequences, &want()?);

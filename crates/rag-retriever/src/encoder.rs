@@ -87,6 +87,8 @@ pub struct Encoder<B: Backend> {
     projection: Option<Linear<B>>,
     pooling: Pooling,
     normalize: bool,
+    /// The config it was built from (`projection_dim` 0 when it has no projection).
+    config: BertConfig,
 }
 
 #[derive(Deserialize)]
@@ -200,7 +202,7 @@ impl<B: Backend> Encoder<B> {
         let bert = BertModel::init(config, pooling == Pooling::Pooler, dropout, device)?;
         let projection = (config.projection_dim > 0)
             .then(|| init_linear(config.hidden_size, config.projection_dim, true, config.initializer_range, device));
-        Ok(Self { bert, projection, pooling, normalize })
+        Ok(Self { bert, projection, pooling, normalize, config: config.clone() })
     }
 
     /// Loads an encoder from a HF model directory: `config.json` plus `model.safetensors` (or a
@@ -247,7 +249,14 @@ impl<B: Backend> Encoder<B> {
             }
             _ => None,
         };
-        Ok(Self { bert, projection, pooling, normalize })
+        let config = BertConfig { projection_dim: if projection.is_some() { config.projection_dim } else { 0 }, ..config.clone() };
+        Ok(Self { bert, projection, pooling, normalize, config })
+    }
+
+    /// The config it was built from (with `projection_dim` 0 when it has no projection), so
+    /// [`Encoder::init`] rebuilds the same structure.
+    pub fn config(&self) -> &BertConfig {
+        &self.config
     }
 
     /// The underlying BERT model.

@@ -184,6 +184,86 @@ impl TextTokenizer {
         Ok(Self { inner, path, max_len })
     }
 
+    /// A word-level BERT tokenizer over the words of `texts`, for retrievers trained from
+    /// scratch: BERT's normalizer (lowercase) and pre-tokenizer (whitespace and punctuation),
+    /// `[PAD]` 0, `[UNK]` 1, `[CLS]` 2, `[SEP]` 3, `[MASK]` 4, then every word seen at least
+    /// `min_count` times in sorted order (deterministic), and `[CLS] a [SEP] b [SEP]` with token
+    /// types 0/1 for pairs. Words not in the vocabulary read as `[UNK]`.
+    pub fn word_level<S: AsRef<str>>(
+        texts: impl IntoIterator<Item = S>,
+        min_count: usize,
+        max_len: usize,
+    ) -> Result<Self> {
+        let specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+        let normalizer = serde_json::json!({
+            "type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
+            "strip_accents": null, "lowercase": true
+        });
+        // Words are counted as the tokenizer will see them: normalized, then pre-tokenized.
+        let probe: Tokenizer = serde_json::from_value(serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+            "normalizer": normalizer, "pre_tokenizer": {"type": "BertPreTokenizer"},
+            "post_processor": null, "decoder": null,
+            "model": {"type": "WordLevel", "vocab": {"[UNK]": 0}, "unk_token": "[UNK]"}
+        }))
+        .expect("a valid tokenizer description");
+        let fail = |message: String| RetrieverError::Tokenizer { path: "<word_level>".into(), message };
+        let mut counts = std::collections::BTreeMap::<String, usize>::new();
+        for text in texts {
+            let normalized = probe
+                .get_normalizer()
+                .map(|n| {
+                    let mut s = tokenizers::NormalizedString::from(text.as_ref());
+                    tokenizers::Normalizer::normalize(n, &mut s).map(|()| s.get().to_string())
+                })
+                .transpose()
+                .map_err(|e| fail(e.to_string()))?
+                .unwrap_or_else(|| text.as_ref().to_string());
+            let mut pre = tokenizers::PreTokenizedString::from(normalized.as_str());
+            if let Some(p) = probe.get_pre_tokenizer() {
+                tokenizers::PreTokenizer::pre_tokenize(p, &mut pre).map_err(|e| fail(e.to_string()))?;
+            }
+            for (word, _, _) in pre.get_splits(tokenizers::OffsetReferential::Original, tokenizers::OffsetType::Char) {
+                *counts.entry(word.to_string()).or_default() += 1;
+            }
+        }
+        let mut vocab = serde_json::Map::new();
+        for (id, token) in specials.iter().enumerate() {
+            vocab.insert((*token).into(), id.into());
+        }
+        for word in counts.into_iter().filter(|(_, c)| *c >= min_count.max(1)).map(|(w, _)| w) {
+            let id = vocab.len();
+            vocab.entry(word).or_insert(id.into());
+        }
+        let added: Vec<serde_json::Value> = specials
+            .iter()
+            .enumerate()
+            .map(|(id, token)| {
+                serde_json::json!({"id": id, "content": token, "single_word": false, "lstrip": false,
+                    "rstrip": false, "normalized": false, "special": true})
+            })
+            .collect();
+        let inner: Tokenizer = serde_json::from_value(serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+            "normalizer": normalizer, "pre_tokenizer": {"type": "BertPreTokenizer"},
+            "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]},
+            "decoder": null,
+            "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
+        }))
+        .map_err(|e| fail(e.to_string()))?;
+        Self::from_tokenizer(inner, "<word_level>".into(), Some(max_len))
+    }
+
+    /// Writes the tokenizer (with its truncation length) as `tokenizer.json` at `path`,
+    /// atomically (a temporary file renamed into place).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let fail = |message: String| RetrieverError::Tokenizer { path: path.to_path_buf(), message };
+        let text = self.inner.to_string(false).map_err(|e| fail(e.to_string()))?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, text).map_err(|e| fail(e.to_string()))?;
+        std::fs::rename(&tmp, path).map_err(|e| fail(e.to_string()))
+    }
+
     /// The longest sequence a batch can have (special tokens included).
     pub fn max_len(&self) -> usize {
         self.max_len

@@ -5,7 +5,7 @@
 //!   generator's `n` document rows of each; `select_rows` moves a row's `n` document caches
 //!   together. So greedy and beam search are `rag_generator::generate` itself, with HF's
 //!   semantics (HF's `RagTokenForGeneration.generate` does the same over its marginalized
-//!   log-probs).
+//!   log-probs). Over a decoder-only LM it is REPLUG / RA-DIT ensemble decoding.
 //! - RAG-Sequence, thorough decoding ([`rag_sequence_thorough`]): beam search per document,
 //!   duplicates removed, every candidate rescored on every document with RAG-Sequence's
 //!   marginal likelihood, the best kept (HF's `RagSequenceForGeneration.generate`).
@@ -13,48 +13,46 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use rag_generator::{Bart, BartState, DecodeState, Generated, GenerationConfig, StepModel, generate};
+use rag_generator::{Bart, DecodeState, Generated, GenerationConfig, StepModel, generate};
 use rag_losses::hf::{HfNllOptions, rag_sequence_get_nll};
 use rag_losses::logsumexp;
 
 use crate::Result;
 
-/// RAG-Token's marginalizing decoder over a BART generator with `n_docs` documents per row.
+/// RAG-Token's marginalizing decoder over a generator `M` with `n_docs` document rows per row.
+///
+/// Over a seq2seq generator this is RAG-Token decoding; over a decoder-only LM whose document
+/// rows hold the `k` augmented prompts it is REPLUG's / RA-DIT's ensemble decoding, which mixes
+/// the `k` next-token distributions with weights `p_R(c|x)`: the same computation.
 #[derive(Debug, Clone, Copy)]
-pub struct RagTokenDecoder<'a, B: Backend> {
-    generator: &'a Bart<B>,
+pub struct RagTokenDecoder<'a, M> {
+    model: &'a M,
     n_docs: usize,
 }
 
-/// The state of [`RagTokenDecoder`]: the generator's state over `rows · n_docs` document rows and
-/// each row's document log-prior `log p(z|x)` `[rows, n_docs]`.
+/// The state of [`RagTokenDecoder`]: the generator's state `S` over `rows · n_docs` document rows
+/// (row `r·n_docs + z`) and each row's document log-prior `log p(z|x)` `[rows, n_docs]`.
 #[derive(Debug, Clone)]
-pub struct RagTokenState<B: Backend> {
-    documents: BartState<B>,
+pub struct RagTokenState<B: Backend, S> {
+    documents: S,
     doc_log_prior: Tensor<B, 2>,
 }
 
-impl<'a, B: Backend> RagTokenDecoder<'a, B> {
-    /// A decoder over `generator` with `n_docs` documents per example.
-    pub fn new(generator: &'a Bart<B>, n_docs: usize) -> Self {
-        Self { generator, n_docs }
+impl<'a, M> RagTokenDecoder<'a, M> {
+    /// A decoder over `model` with `n_docs` documents per example.
+    pub fn new(model: &'a M, n_docs: usize) -> Self {
+        Self { model, n_docs }
     }
 
-    /// Starts decoding: encodes the context rows `[b·n, L]` (rows `b·n + z`) once and takes the
-    /// document prior from `doc_scores` `[b, n]`.
-    pub fn begin(
-        &self,
-        context_input_ids: Tensor<B, 2, Int>,
-        context_attention_mask: Tensor<B, 2, Int>,
-        doc_scores: Tensor<B, 2>,
-    ) -> RagTokenState<B> {
-        let documents = self.generator.begin(context_input_ids, context_attention_mask);
-        let doc_log_prior = log_softmax(doc_scores.cast(self.generator.dtype()), 1);
-        RagTokenState { documents, doc_log_prior }
+    /// Starts decoding from the generator's state over the `b·n` document rows (for BART,
+    /// `Bart::begin` of the context rows, so each is encoded once) and the document scores
+    /// `[b, n]`, whose log-softmax is the prior.
+    pub fn begin<B: Backend, S>(&self, documents: S, doc_scores: Tensor<B, 2>) -> RagTokenState<B, S> {
+        RagTokenState { documents, doc_log_prior: log_softmax(doc_scores, 1) }
     }
 }
 
-impl<B: Backend> DecodeState<B> for RagTokenState<B> {
+impl<B: Backend, S: DecodeState<B>> DecodeState<B> for RagTokenState<B, S> {
     fn rows(&self) -> usize {
         self.doc_log_prior.dims()[0]
     }
@@ -77,27 +75,27 @@ impl<B: Backend> DecodeState<B> for RagTokenState<B> {
     }
 }
 
-impl<B: Backend> StepModel<B> for RagTokenDecoder<'_, B> {
-    type State = RagTokenState<B>;
+impl<B: Backend, M: StepModel<B>> StepModel<B> for RagTokenDecoder<'_, M> {
+    type State = RagTokenState<B, M::State>;
 
     fn vocab_size(&self) -> usize {
-        self.generator.vocab_size()
+        self.model.vocab_size()
     }
 
     fn max_positions(&self) -> usize {
-        self.generator.max_positions()
+        self.model.max_positions()
     }
 
     /// The marginal log-probs `[rows, t, V]` (already normalized: a search's `log_softmax`
     /// leaves them unchanged).
-    fn step_all(&self, state: &mut RagTokenState<B>, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+    fn step_all(&self, state: &mut Self::State, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let [rows, t] = tokens.dims();
         let n = self.n_docs;
         let per_doc = tokens.reshape([rows, 1, t]).expand([rows, n, t]).reshape([rows * n, t]);
-        let logits = self.generator.step_all(&mut state.documents, per_doc);
+        let logits = self.model.step_all(&mut state.documents, per_doc);
         let vocab = logits.dims()[2];
-        let joint =
-            log_softmax(logits, 2).reshape([rows, n, t, vocab]) + state.doc_log_prior.clone().reshape([rows, n, 1, 1]);
+        let prior = state.doc_log_prior.clone().cast(logits.dtype()).reshape([rows, n, 1, 1]);
+        let joint = log_softmax(logits, 2).reshape([rows, n, t, vocab]) + prior;
         logsumexp(joint, 1).reshape([rows, t, vocab])
     }
 }

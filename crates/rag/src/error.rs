@@ -18,6 +18,14 @@ pub enum RagError {
     /// A loss refused its inputs.
     #[error(transparent)]
     Loss(#[from] rag_losses::LossError),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// A config value this crate cannot use.
     #[error("{path}: field `{field}`: {message}")]
     Config {

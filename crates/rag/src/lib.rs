@@ -1,28 +1,43 @@
 //! End-to-end trainable retrieval-augmented generation: the crate users mean by "a RAG model".
 //!
-//! It composes [`rag_retriever`], [`rag_index`], [`rag_generator`] and [`rag_losses`], driven by
-//! [`rag_trainer`]. This crate will hold (issue "rag"): `RagModel` (question → query vectors →
-//! top-K passages and exact stored vectors → differentiable doc scores → generator on B·K rows →
-//! loss), the RAG-Token, RAG-Sequence and RA-DIT training tasks, RAG-Token / RAG-Sequence
-//! (thorough and fast) / REPLUG ensemble decoding with provenance, whole-model checkpoints and HF
-//! RAG checkpoint loading, and the generated datasets of the embedded default.
+//! It composes [`rag_retriever`], [`rag_index`], [`rag_generator`] and [`rag_losses`]:
 //!
-//! Today it holds [`index_store`] (a passage store encoded into a vector index by the retriever's
-//! document encoder), [`HfRag`] (HF's RAG checkpoints: doc scores, generator logits and losses
-//! from given contexts), RAG-Token decoding as a marginalizing [`RagTokenDecoder`] and
-//! RAG-Sequence thorough decoding ([`rag_sequence_thorough`]).
+//! - [`RagModel`]: question text → query vectors → index top-K passages and their exact stored
+//!   vectors ([`Knowledge`]) → differentiable doc scores `q·dᵀ` → generator inputs built from the
+//!   passages ([`ContextFormat`]: HF's `title / text // question` for BART, RA-DIT's
+//!   `Background: …` prompt for a decoder-only LM) → generator on the `B·K` rows → the loss the
+//!   [`RagConfig`] names ([`RagLoss`]: RAG-Token, RAG-Sequence, RA-DIT LM fine-tuning, LSR).
+//!   Gradients reach the generator and the query encoder, and the document encoder only when
+//!   [`RagConfig::train_document_encoder`] re-encodes the retrieved passages in the step.
+//! - [`RagModel::answer`]: decoding ([`DecodeMode`]: RAG-Token, or REPLUG / RA-DIT ensemble
+//!   decoding for a decoder-only LM; RAG-Sequence thorough and fast) with the [`Provenance`] of
+//!   every answer: passage ids, titles, prior and posterior, per token for RAG-Token.
+//! - [`RagModel::save`] / [`RagModel::load`]: whole-model checkpoints in one directory.
+//! - [`HfRag`]: HF's RAG checkpoints (`RagTokenForGeneration` layout), with HF's losses and
+//!   decoding ([`RagTokenDecoder`], [`rag_sequence_thorough`], [`rag_sequence_fast`]).
+//! - [`index_store`]: a passage store encoded into a vector index by the document encoder.
 //!
 //! It picks no backend: the leaf (xtask, benches, tests) does.
 
+mod answer;
+mod checkpoint;
+mod config;
+mod context;
 mod decoding;
 mod error;
 mod hf_rag;
 mod indexing;
+mod model;
 
+pub use answer::{Answer, DecodeMode, Provenance};
+pub use checkpoint::{CHECKPOINT_FORMAT, CHECKPOINT_VERSION, LoadedRag};
+pub use config::{ContextFormat, LsrOptions, RagConfig, RagLoss};
+pub use context::{PassageText, SpecialTokens, seq2seq_text};
 pub use decoding::{RagTokenDecoder, RagTokenState, rag_sequence_fast, rag_sequence_thorough};
 pub use error::{RagError, Result};
 pub use hf_rag::{HfRag, HfRagConfig, Marginalization, hf_loss};
 pub use indexing::index_store;
+pub use model::{AnswerLogits, Generator, Knowledge, KnowledgePaths, RagModel, RagOutput, Retrieval};
 
 pub use rag_generator;
 pub use rag_index;

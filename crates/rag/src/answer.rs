@@ -1,0 +1,263 @@
+//! Answering questions with a [`RagModel`]: retrieval, decoding in one of the modes, and the
+//! provenance of every answer.
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+use rag_generator::{
+    GenerationConfig, Llama, LlamaState, Padded, PaddingSide, StepModel, generate,
+};
+use rag_index::NO_ID;
+use rag_losses::hf::HfNllOptions;
+
+use crate::context::instruction_ids;
+use crate::decoding::{RagTokenDecoder, rag_sequence_fast, rag_sequence_thorough};
+use crate::model::{AnswerLogits, Generator, Knowledge, RagModel, Retrieval};
+use crate::{RagError, Result};
+
+/// How answers are decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeMode {
+    /// Greedy or beam search over the per-token mixture `Σ_z p(z|x) p(y_t|x,z,y_<t)`: RAG-Token
+    /// decoding with BART, REPLUG / RA-DIT ensemble decoding with a decoder-only LM. Costs one
+    /// generator pass over the `K` document rows of every beam per step.
+    Token,
+    /// RAG-Sequence thorough decoding (BART only): a beam search per document, then every
+    /// distinct candidate rescored on every document, ranked by marginal likelihood. Costs `K`
+    /// beam searches plus one teacher-forced pass over `candidates × K` rows.
+    SequenceThorough,
+    /// RAG-Sequence fast decoding (BART only): the `K` beam searches, with a candidate's
+    /// probability under a document whose beam missed it taken as 0. No extra passes.
+    SequenceFast,
+}
+
+/// A retrieved passage behind an answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Provenance {
+    /// The passage id.
+    pub id: u64,
+    /// Its title.
+    pub title: String,
+    /// Its text.
+    pub text: String,
+    /// The retriever's prior `p(z|x)`.
+    pub prior: f64,
+    /// The posterior given the answer, `p(z|x,y) ∝ p(z|x) Π_t p(y_t|x,z,y_<t)`.
+    pub posterior: f64,
+}
+
+/// An answer and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// The decoded text (special tokens skipped).
+    pub text: String,
+    /// The generated tokens, up to and including the end-of-sequence token.
+    pub tokens: Vec<u32>,
+    /// The model's log-likelihood of `tokens` under the mode's marginalization: RAG-Token's
+    /// `Σ_t log Σ_z p(z|x) p(y_t|…)` for [`DecodeMode::Token`], RAG-Sequence's
+    /// `log Σ_z p(z|x) Π_t p(y_t|…)` otherwise.
+    pub log_prob: f64,
+    /// The retrieved passages, best prior first (empty slots left out).
+    pub passages: Vec<Provenance>,
+    /// For [`DecodeMode::Token`]: per generated token `t`, the posterior of each passage
+    /// `p(z | x, y_t, y_<t) ∝ p(z|x) p(y_t | x, z, y_<t)` (in `passages` order); empty for the
+    /// sequence modes.
+    pub token_posteriors: Vec<Vec<f64>>,
+}
+
+impl<B: Backend> RagModel<B> {
+    /// Answers `questions`: retrieves `config.n_docs` passages each, decodes with `mode` and
+    /// `generation` (greedy when `num_beams` is 1; the best sequence is kept), and attaches the
+    /// provenance of each answer (one more teacher-forced pass over the `K` document rows).
+    /// Call it on a plain backend (`model.valid()` under autodiff): this is inference.
+    pub fn answer(
+        &self,
+        knowledge: &Knowledge,
+        questions: &[&str],
+        mode: DecodeMode,
+        generation: &GenerationConfig,
+    ) -> Result<Vec<Answer>> {
+        let retrieval = self.retrieve(knowledge, questions)?;
+        let contexts = self.context_rows(questions, &retrieval.passages)?;
+        let tokens = self.decode(questions, &contexts, &retrieval, mode, generation)?;
+        self.provenance(&contexts, &retrieval, tokens, mode)
+    }
+
+    /// The best answer tokens of each question (cut after the first end-of-sequence token).
+    fn decode(
+        &self,
+        questions: &[&str],
+        contexts: &[Vec<u32>],
+        retrieval: &Retrieval<B>,
+        mode: DecodeMode,
+        generation: &GenerationConfig,
+    ) -> Result<Vec<Vec<u32>>> {
+        let special = self.special_tokens();
+        let b = questions.len();
+        let k = self.config().n_docs;
+        let best_only = GenerationConfig { num_return_sequences: 1, ..generation.clone() };
+        let doc_scores = retrieval.doc_scores.clone();
+        let rows: Vec<(Vec<u32>, usize)> = match (self.generator(), mode) {
+            (Generator::Bart(bart), DecodeMode::Token) => {
+                let (ids, mask) = Padded::new(contexts, special.pad, PaddingSide::Right).tensors(&bart.device());
+                let decoder = RagTokenDecoder::new(bart, k);
+                let start = generation.decoder_start_token_id.or(special.decoder_start).expect("BART has one");
+                let out = generate(&decoder, decoder.begin(bart.begin(ids, mask), doc_scores), &vec![vec![start]; b], &best_only)?;
+                out.sequences.into_iter().map(|s| (s, out.prompt_len)).collect()
+            }
+            (Generator::Bart(bart), DecodeMode::SequenceThorough | DecodeMode::SequenceFast) => {
+                let (ids, mask) = Padded::new(contexts, special.pad, PaddingSide::Right).tensors(&bart.device());
+                let out = if mode == DecodeMode::SequenceFast {
+                    rag_sequence_fast(bart, ids, mask, doc_scores, &best_only)?
+                } else {
+                    let options = HfNllOptions {
+                        exclude_bos_score: true,
+                        bos_id: special.bos.map(i64::from),
+                        ..HfNllOptions::new(i64::from(special.pad))
+                    };
+                    rag_sequence_thorough(bart, ids, mask, doc_scores, &best_only, true, &options)?
+                };
+                out.into_iter().map(|s| (s, 1)).collect()
+            }
+            (Generator::Llama(llama), DecodeMode::Token) => {
+                let (state, prompt) = self.begin_ensemble(llama, questions, contexts)?;
+                let decoder = RagTokenDecoder::new(llama, k);
+                let out = generate(&decoder, decoder.begin(state, doc_scores), &prompt, &best_only)?;
+                out.sequences.into_iter().map(|s| (s, out.prompt_len)).collect()
+            }
+            (Generator::Llama(_), _) => {
+                return Err(RagError::Mismatch(
+                    "RAG-Sequence decoding needs a seq2seq generator; decode a decoder-only LM with DecodeMode::Token \
+                     (ensemble decoding)"
+                        .into(),
+                ));
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(sequence, prompt_len)| {
+                let new = &sequence[prompt_len.min(sequence.len())..];
+                let end = new.iter().position(|&t| t == special.eos).map_or(new.len(), |e| e + 1);
+                new[..end].to_vec()
+            })
+            .collect())
+    }
+
+    /// Ensemble decoding's start: every document row's prompt up to the instruction is fed
+    /// now (left-padded), and the instruction, the same for all of a question's documents, is
+    /// returned as the search's prompt (left-padded across questions, its mask set as the next
+    /// tokens' mask).
+    fn begin_ensemble(
+        &self,
+        llama: &Llama<B>,
+        questions: &[&str],
+        contexts: &[Vec<u32>],
+    ) -> Result<(LlamaState<B>, Vec<Vec<u32>>)> {
+        let special = self.special_tokens();
+        let k = self.config().n_docs;
+        let device = llama.device();
+        let mut prefixes = Vec::with_capacity(contexts.len());
+        let mut instructions = Vec::with_capacity(questions.len());
+        for (i, question) in questions.iter().enumerate() {
+            let instruction = instruction_ids(&self.config().context, self.generator_tokenizer(), question)?;
+            if instruction.is_empty() {
+                return Err(RagError::Mismatch(format!("question {i} makes an empty instruction")));
+            }
+            for row in &contexts[i * k..(i + 1) * k] {
+                prefixes.push(row[..row.len() - instruction.len()].to_vec());
+            }
+            instructions.push(instruction);
+        }
+        let prefixes = Padded::new(&prefixes, special.pad, PaddingSide::Left);
+        let instructions = Padded::new(&instructions, special.pad, PaddingSide::Left);
+        let (_, instruction_mask) = instructions.tensors::<B>(&device);
+        let l = instructions.len();
+        let per_doc_mask = instruction_mask.reshape([questions.len(), 1, l]).expand([questions.len(), k, l]);
+        let per_doc_mask = per_doc_mask.reshape([questions.len() * k, l]);
+        let state = if prefixes.is_empty() {
+            llama.begin(per_doc_mask)
+        } else {
+            let (ids, mask) = prefixes.tensors::<B>(&device);
+            let mut state = llama.begin(mask);
+            llama.step(&mut state, ids);
+            state.set_next_mask(per_doc_mask);
+            state
+        };
+        Ok((state, instructions.ids))
+    }
+
+    /// Teacher-forces each answer on its `K` passages and fills in the provenance.
+    fn provenance(
+        &self,
+        contexts: &[Vec<u32>],
+        retrieval: &Retrieval<B>,
+        tokens: Vec<Vec<u32>>,
+        mode: DecodeMode,
+    ) -> Result<Vec<Answer>> {
+        let [b, k] = retrieval.doc_scores.dims();
+        let scored: Vec<Vec<u32>> =
+            tokens.iter().map(|t| if t.is_empty() { vec![self.special_tokens().eos] } else { t.clone() }).collect();
+        let AnswerLogits { logits, target, .. } = self.generator().answer_logits(contexts, &scored, self.special_tokens())?;
+        let a = target.dims()[1];
+        let index: Tensor<B, 3, Int> = target.reshape([b, 1, a]).expand([b, k, a]).reshape([b * k, a, 1]);
+        let token_log_probs = to_f64(log_softmax(logits, 2).gather(2, index).reshape([b * k, a]));
+        let log_prior = to_f64(log_softmax(retrieval.doc_scores.clone(), 1));
+        let mut answers = Vec::with_capacity(b);
+        for (i, tokens) in tokens.into_iter().enumerate() {
+            let n = tokens.len();
+            let prior = &log_prior[i * k..(i + 1) * k];
+            let real: Vec<usize> = (0..k).filter(|&z| retrieval.passages[i][z].id != NO_ID).collect();
+            let lp = |z: usize, t: usize| token_log_probs[(i * k + z) * a + t];
+            let sequence: Vec<f64> = real.iter().map(|&z| prior[z] + (0..n).map(|t| lp(z, t)).sum::<f64>()).collect();
+            let posterior = softmax(&sequence);
+            let per_token: Vec<Vec<f64>> =
+                (0..n).map(|t| softmax(&real.iter().map(|&z| prior[z] + lp(z, t)).collect::<Vec<_>>())).collect();
+            let log_prob = match mode {
+                DecodeMode::Token => {
+                    (0..n).map(|t| log_sum_exp(&real.iter().map(|&z| prior[z] + lp(z, t)).collect::<Vec<_>>())).sum()
+                }
+                _ => log_sum_exp(&sequence),
+            };
+            let passages = real
+                .iter()
+                .zip(&posterior)
+                .map(|(&z, &posterior)| {
+                    let p = &retrieval.passages[i][z];
+                    Provenance {
+                        id: p.id,
+                        title: p.title.clone(),
+                        text: p.text.clone(),
+                        prior: prior[z].exp(),
+                        posterior,
+                    }
+                })
+                .collect();
+            let text = self.generator_tokenizer().decode(&tokens, true)?;
+            answers.push(Answer {
+                text,
+                tokens,
+                log_prob,
+                passages,
+                token_posteriors: if mode == DecodeMode::Token { per_token } else { Vec::new() },
+            });
+        }
+        Ok(answers)
+    }
+}
+
+fn to_f64<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
+    t.into_data().convert::<f64>().into_vec().expect("converted to f64 just above")
+}
+
+fn log_sum_exp(values: &[f64]) -> f64 {
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if max == f64::NEG_INFINITY {
+        return max;
+    }
+    max + values.iter().map(|v| (v - max).exp()).sum::<f64>().ln()
+}
+
+fn softmax(values: &[f64]) -> Vec<f64> {
+    let total = log_sum_exp(values);
+    values.iter().map(|v| (v - total).exp()).collect()
+}

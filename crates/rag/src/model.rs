@@ -1,0 +1,498 @@
+//! [`RagModel`]: question text → query vectors → index top-K passages and their exact stored
+//! vectors → differentiable doc scores `q·dᵀ` → generator inputs built from the passages →
+//! generator on the `B·K` rows → the configured loss.
+
+use std::path::PathBuf;
+
+use burn::module::Module;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
+use rag_generator::{Bart, GeneratorTokenizer, Llama, Padded, PaddingSide};
+use rag_index::{NO_ID, PassageStore, VectorIndex, open_index};
+use rag_losses::{
+    LsrConfig, NllConfig, Reduction, lm_nll, lm_scores, lsr_loss, rag_sequence_nll, rag_token_nll, split_docs,
+};
+use rag_retriever::{BiEncoder, TextTokenizer};
+
+use crate::config::{ContextFormat, RagConfig, RagLoss};
+use crate::context::{PassageText, SpecialTokens, answer_ids, context_rows};
+use crate::{RagError, Result};
+
+/// The generator of a RAG model: a seq2seq BART (RAG) or a decoder-only LLaMA (RA-DIT, REPLUG).
+#[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant, reason = "one per model: the size of a handle does not matter")]
+pub enum Generator<B: Backend> {
+    /// BART, reading each passage + question in its encoder.
+    Bart(Bart<B>),
+    /// A LLaMA-family LM, reading each passage + question as a prompt.
+    Llama(Llama<B>),
+}
+
+impl<B: Backend> Generator<B> {
+    /// The vocabulary size.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Self::Bart(m) => m.config().vocab_size,
+            Self::Llama(m) => m.config().vocab_size,
+        }
+    }
+
+    /// The dtype of the weights.
+    pub fn dtype(&self) -> DType {
+        match self {
+            Self::Bart(m) => m.dtype(),
+            Self::Llama(m) => m.dtype(),
+        }
+    }
+
+    /// The device of the weights.
+    pub fn device(&self) -> B::Device {
+        match self {
+            Self::Bart(m) => m.device(),
+            Self::Llama(m) => m.device(),
+        }
+    }
+
+    /// The architecture's name in checkpoints (`bart`, `llama`).
+    pub fn architecture(&self) -> &'static str {
+        match self {
+            Self::Bart(_) => "bart",
+            Self::Llama(_) => "llama",
+        }
+    }
+
+    /// The special tokens rows are built with, from the generator's config.
+    pub fn special_tokens(&self) -> Result<SpecialTokens> {
+        match self {
+            Self::Bart(m) => {
+                let c = m.config();
+                let eos = *c.eos_token_id.first().ok_or_else(|| {
+                    RagError::Mismatch("the BART config sets no eos_token_id to end contexts and answers with".into())
+                })?;
+                Ok(SpecialTokens {
+                    bos: Some(c.bos_token_id),
+                    eos,
+                    pad: c.pad_token_id,
+                    decoder_start: Some(c.decoder_start_token_id),
+                })
+            }
+            Self::Llama(m) => {
+                let c = m.config();
+                let eos = *c.eos_token_id.first().ok_or_else(|| {
+                    RagError::Mismatch("the LLaMA config sets no eos_token_id to end answers with".into())
+                })?;
+                Ok(SpecialTokens {
+                    bos: c.bos_token_id.first().copied(),
+                    eos,
+                    pad: c.pad_token_id.first().copied().unwrap_or(eos),
+                    decoder_start: None,
+                })
+            }
+        }
+    }
+
+    /// Teacher-forced logits aligned with the answers, for `contexts` (`B·K` rows, row
+    /// `b·K + z`: encoder inputs for BART, prompts for LLaMA) and `answers` (`B` target rows,
+    /// padded here to `A`): position `t` of a row predicts `answers[b][t]`.
+    pub fn answer_logits(
+        &self,
+        contexts: &[Vec<u32>],
+        answers: &[Vec<u32>],
+        special: SpecialTokens,
+    ) -> Result<AnswerLogits<B>> {
+        let b = answers.len();
+        if b == 0 || !contexts.len().is_multiple_of(b) || contexts.is_empty() {
+            return Err(RagError::Mismatch(format!(
+                "{} context rows for {b} answers: need K ≥ 1 rows per answer",
+                contexts.len()
+            )));
+        }
+        if answers.iter().any(Vec::is_empty) {
+            return Err(RagError::Mismatch("an answer has no tokens".into()));
+        }
+        let k = contexts.len() / b;
+        let device = self.device();
+        let target = Padded::new(answers, special.pad, PaddingSide::Right);
+        let a = target.len();
+        let (target_ids, target_mask) = target.tensors::<B>(&device);
+        let per_doc = |rows: &[Vec<u32>]| -> Vec<Vec<u32>> {
+            rows.iter().flat_map(|r| std::iter::repeat_n(r.clone(), k)).collect()
+        };
+        let logits = match self {
+            Self::Bart(m) => {
+                m.check_ids("contexts", contexts)?;
+                m.check_ids("answers", answers)?;
+                let start = special.decoder_start.expect("BART has a decoder start token");
+                let inputs = Padded::new(contexts, special.pad, PaddingSide::Right);
+                let (ids, mask) = inputs.tensors::<B>(&device);
+                let decoder_rows: Vec<Vec<u32>> = target
+                    .ids
+                    .iter()
+                    .map(|row| std::iter::once(start).chain(row[..a - 1].iter().copied()).collect())
+                    .collect();
+                let decoder = Padded::new(&per_doc(&decoder_rows), special.pad, PaddingSide::Right);
+                let (decoder_ids, _) = decoder.tensors::<B>(&device);
+                let encoded = m.encode(ids, mask.clone());
+                m.decode(decoder_ids, None, encoded, mask)
+            }
+            Self::Llama(m) => {
+                m.check_ids("contexts", contexts)?;
+                m.check_ids("answers", answers)?;
+                if contexts.iter().any(Vec::is_empty) {
+                    return Err(RagError::Mismatch("a prompt has no tokens".into()));
+                }
+                let prompts = Padded::new(contexts, special.pad, PaddingSide::Left);
+                let p = prompts.len();
+                let answers = per_doc(&target.ids);
+                let answer_masks = per_doc(&target.mask);
+                let join = |left: &[Vec<u32>], right: &[Vec<u32>]| -> Vec<Vec<u32>> {
+                    left.iter().zip(right).map(|(l, r)| l.iter().chain(r).copied().collect()).collect()
+                };
+                let rows = Padded { ids: join(&prompts.ids, &answers), mask: join(&prompts.mask, &answer_masks) };
+                let (ids, mask) = rows.tensors::<B>(&device);
+                m.forward(ids, mask).narrow(1, p - 1, a)
+            }
+        };
+        Ok(AnswerLogits { logits, target: target_ids, mask: target_mask.equal_elem(1) })
+    }
+}
+
+/// What [`Generator::answer_logits`] returns.
+#[derive(Debug, Clone)]
+pub struct AnswerLogits<B: Backend> {
+    /// `[B·K, A, V]`: row `b·K + z`, position `t` predicts answer `b`'s token `t`.
+    pub logits: Tensor<B, 3>,
+    /// The answers, right-padded: `[B, A]`.
+    pub target: Tensor<B, 2, Int>,
+    /// `[B, A]`: `true` on answer tokens.
+    pub mask: Tensor<B, 2, Bool>,
+}
+
+/// The passages a model retrieves from: a passage store and a vector index over it, built with
+/// the model's document encoder.
+#[derive(Debug)]
+pub struct Knowledge {
+    /// The passages, by id.
+    pub store: PassageStore,
+    /// Their vectors, under the same ids.
+    pub index: Box<dyn VectorIndex>,
+}
+
+/// Where a [`Knowledge`]'s files are (what a whole-model checkpoint records).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KnowledgePaths {
+    /// The passage store file.
+    pub store: PathBuf,
+    /// The index file.
+    pub index: PathBuf,
+}
+
+impl Knowledge {
+    /// Opens a store and an index file of either kind.
+    pub fn open(paths: &KnowledgePaths) -> Result<Self> {
+        Ok(Self { store: PassageStore::open(&paths.store)?, index: open_index(&paths.index)? })
+    }
+
+    /// The passage `id`, or an empty one for [`NO_ID`] (an index smaller than K). An id the
+    /// index holds and the store lacks is an error: they were built from different corpora.
+    pub fn passage(&self, id: u64) -> Result<PassageText> {
+        if id == NO_ID {
+            return Ok(PassageText { id, ..PassageText::default() });
+        }
+        let passage = self.store.get(id)?.ok_or_else(|| {
+            RagError::Mismatch(format!(
+                "the index returned passage {id}, which the store {} lacks: were they built from the same corpus?",
+                self.store.path().display()
+            ))
+        })?;
+        Ok(PassageText { id, title: passage.title.to_string(), text: passage.text.to_string() })
+    }
+}
+
+/// What [`RagModel::retrieve`] found for a batch of `B` questions.
+#[derive(Debug, Clone)]
+pub struct Retrieval<B: Backend> {
+    /// `[B][K]` passages, best first; empty ones (id [`NO_ID`]) when the index holds fewer than K.
+    pub passages: Vec<Vec<PassageText>>,
+    /// `[B, K]` doc scores `q·d / τ_R`, differentiable in the query encoder (and in the document
+    /// encoder when it is trained); `-inf` for empty slots.
+    pub doc_scores: Tensor<B, 2>,
+}
+
+impl<B: Backend> Retrieval<B> {
+    /// `[B, K]`: `true` where a slot holds no passage.
+    pub fn empty_slots(&self) -> Tensor<B, 2, Bool> {
+        let [b, k] = self.doc_scores.dims();
+        let empty: Vec<bool> = self.passages.iter().flatten().map(|p| p.id == NO_ID).collect();
+        Tensor::from_data(TensorData::new(empty, [b, k]), &self.doc_scores.device())
+    }
+}
+
+/// What [`RagModel::loss`] returns.
+#[derive(Debug, Clone)]
+pub struct RagOutput<B: Backend> {
+    /// The mean of `per_example`, `[1]`: what a training step differentiates.
+    pub loss: Tensor<B, 1>,
+    /// The loss of each example `[B]`.
+    pub per_example: Tensor<B, 1>,
+    /// The retrieval the loss was computed from.
+    pub retrieval: Retrieval<B>,
+}
+
+/// A RAG model: a bi-encoder retriever, a generator, their tokenizers and a [`RagConfig`].
+/// The index and passages live outside it ([`Knowledge`]), so an optimizer step can replace the
+/// module while the trainer refreshes the index.
+///
+/// Gradients reach the generator and the query encoder; the document encoder only when
+/// [`RagConfig::train_document_encoder`] is set (the retrieved passages are then re-encoded in
+/// the step), never the index.
+#[derive(Module, Debug)]
+pub struct RagModel<B: Backend> {
+    retriever: BiEncoder<B>,
+    generator: Generator<B>,
+    config: RagConfig,
+    /// Questions, truncated to `config.max_query_tokens`.
+    query_tokenizer: TextTokenizer,
+    /// Passages, as the index was built.
+    passage_tokenizer: TextTokenizer,
+    generator_tokenizer: GeneratorTokenizer,
+}
+
+impl<B: Backend> RagModel<B> {
+    /// Composes a model. The retriever's document side is frozen unless
+    /// `config.train_document_encoder`; the context format must suit the generator
+    /// (`Seq2Seq` for BART, `Background` for LLaMA) and the tokenizers must fit the models'
+    /// vocabularies.
+    pub fn new(
+        retriever: BiEncoder<B>,
+        generator: Generator<B>,
+        passage_tokenizer: TextTokenizer,
+        generator_tokenizer: GeneratorTokenizer,
+        config: RagConfig,
+    ) -> Result<Self> {
+        config.validate()?;
+        match (&generator, &config.context) {
+            (Generator::Bart(_), ContextFormat::Seq2Seq { .. }) | (Generator::Llama(_), ContextFormat::Background { .. }) => {}
+            (g, _) => {
+                return Err(RagError::Config {
+                    path: "<RagConfig>".into(),
+                    field: "context".into(),
+                    message: format!(
+                        "a {} generator needs the {} context format",
+                        g.architecture(),
+                        if matches!(g, Generator::Bart(_)) { "seq2seq" } else { "background" }
+                    ),
+                });
+            }
+        }
+        generator.special_tokens()?;
+        if generator_tokenizer.vocab_size() > generator.vocab_size() {
+            return Err(RagError::Mismatch(format!(
+                "the generator tokenizer {} has {} tokens, the generator only {}",
+                generator_tokenizer.path().display(),
+                generator_tokenizer.vocab_size(),
+                generator.vocab_size()
+            )));
+        }
+        let bert = retriever.query_encoder().bert();
+        if passage_tokenizer.vocab_size() > bert.vocab_size() {
+            return Err(RagError::Mismatch(format!(
+                "the retriever tokenizer has {} tokens, the query encoder only {}",
+                passage_tokenizer.vocab_size(),
+                bert.vocab_size()
+            )));
+        }
+        let query_tokenizer = TextTokenizer::from_tokenizer(
+            passage_tokenizer.inner().clone(),
+            PathBuf::from("<query tokenizer>"),
+            Some(config.max_query_tokens.min(bert.max_positions())),
+        )?;
+        let retriever = retriever.with_trainable_documents(config.train_document_encoder);
+        Ok(Self { retriever, generator, config, query_tokenizer, passage_tokenizer, generator_tokenizer })
+    }
+
+    /// Re-applies the document encoder's trainability after its parameters were replaced.
+    pub(crate) fn refreeze(mut self) -> Self {
+        self.retriever = self.retriever.with_trainable_documents(self.config.train_document_encoder);
+        self
+    }
+
+    /// The retriever.
+    pub fn retriever(&self) -> &BiEncoder<B> {
+        &self.retriever
+    }
+
+    /// The generator.
+    pub fn generator(&self) -> &Generator<B> {
+        &self.generator
+    }
+
+    /// The options.
+    pub fn config(&self) -> &RagConfig {
+        &self.config
+    }
+
+    /// The retriever's tokenizer (for passages; questions use it truncated to
+    /// `config.max_query_tokens`).
+    pub fn passage_tokenizer(&self) -> &TextTokenizer {
+        &self.passage_tokenizer
+    }
+
+    /// The generator's tokenizer.
+    pub fn generator_tokenizer(&self) -> &GeneratorTokenizer {
+        &self.generator_tokenizer
+    }
+
+    /// The special tokens the generator's rows are built with.
+    pub fn special_tokens(&self) -> SpecialTokens {
+        self.generator.special_tokens().expect("checked in RagModel::new")
+    }
+
+    /// Query vectors `[B, d]` of questions, in the autodiff graph.
+    pub fn encode_questions(&self, questions: &[&str]) -> Result<Tensor<B, 2>> {
+        if questions.is_empty() {
+            return Err(RagError::Mismatch("no questions".into()));
+        }
+        let tokens = self.query_tokenizer.encode(questions)?;
+        Ok(self.retriever.encode_queries(&tokens)?)
+    }
+
+    /// Retrieves `config.n_docs` passages per question from `knowledge`: the index searches with
+    /// the query vectors' values, and the doc scores are recomputed as `q·d` from the exact
+    /// stored vectors (or, when the document encoder is trained, from the passages re-encoded
+    /// now), so they are differentiable.
+    pub fn retrieve(&self, knowledge: &Knowledge, questions: &[&str]) -> Result<Retrieval<B>> {
+        let query = self.encode_questions(questions)?;
+        let [b, d] = query.dims();
+        let k = self.config.n_docs;
+        if knowledge.index.dim() != d {
+            return Err(RagError::Mismatch(format!(
+                "the index holds {}-dimensional vectors, the query encoder makes {d}",
+                knowledge.index.dim()
+            )));
+        }
+        let values: Vec<f32> =
+            query.clone().into_data().convert::<f32>().into_vec().expect("converted to f32 just above");
+        let hits = knowledge.index.search(&values, k)?;
+        let passages: Vec<Vec<PassageText>> = (0..b)
+            .map(|q| hits.ids(q).iter().map(|&id| knowledge.passage(id)).collect::<Result<Vec<_>>>())
+            .collect::<Result<_>>()?;
+        let device = query.device();
+        let documents = if self.config.train_document_encoder {
+            self.encode_passages(&passages.concat())?.reshape([b, k, d])
+        } else {
+            Tensor::<B, 3>::from_data(TensorData::new(hits.vectors, [b, k, d]), (&device, query.dtype()))
+        };
+        let scores = BiEncoder::<B>::scores(query, documents).div_scalar(self.config.retriever_temperature);
+        let mut retrieval = Retrieval { passages, doc_scores: scores };
+        retrieval.doc_scores = retrieval.doc_scores.clone().mask_fill(retrieval.empty_slots(), f64::NEG_INFINITY);
+        Ok(retrieval)
+    }
+
+    /// Document vectors `[n, d]` of passages, encoded as an index is built (`(title, text)`
+    /// pairs, the text alone when untitled), in the autodiff graph when the document encoder is
+    /// trained.
+    pub fn encode_passages(&self, passages: &[PassageText]) -> Result<Tensor<B, 2>> {
+        let titled: Vec<usize> = (0..passages.len()).filter(|&i| !passages[i].title.is_empty()).collect();
+        let untitled: Vec<usize> = (0..passages.len()).filter(|&i| passages[i].title.is_empty()).collect();
+        let mut parts = Vec::new();
+        if !titled.is_empty() {
+            let pairs: Vec<(&str, &str)> =
+                titled.iter().map(|&i| (passages[i].title.as_str(), passages[i].text.as_str())).collect();
+            parts.push(self.retriever.encode_documents(&self.passage_tokenizer.encode_pairs(&pairs)?)?);
+        }
+        if !untitled.is_empty() {
+            let texts: Vec<&str> = untitled.iter().map(|&i| passages[i].text.as_str()).collect();
+            parts.push(self.retriever.encode_documents(&self.passage_tokenizer.encode(&texts)?)?);
+        }
+        let vectors = Tensor::cat(parts, 0);
+        // Back to input order: input row i sits at position order[i] of the concatenation.
+        let mut order = vec![0i64; passages.len()];
+        for (position, &i) in titled.iter().chain(&untitled).enumerate() {
+            order[i] = position as i64;
+        }
+        let device = vectors.device();
+        Ok(vectors.select(0, Tensor::from_data(TensorData::new(order, [passages.len()]), &device)))
+    }
+
+    /// The generator's input rows (`B·K`, row `b·K + z`) for the questions and their passages.
+    pub fn context_rows(&self, questions: &[&str], passages: &[Vec<PassageText>]) -> Result<Vec<Vec<u32>>> {
+        let special = self.special_tokens();
+        let mut rows = Vec::new();
+        for (question, passages) in questions.iter().zip(passages) {
+            rows.extend(context_rows(&self.config.context, &self.generator_tokenizer, special, question, passages)?);
+        }
+        Ok(rows)
+    }
+
+    /// The target tokens of an answer (see [`crate::ContextFormat`]).
+    pub fn answer_ids(&self, answer: &str) -> Result<Vec<u32>> {
+        answer_ids(&self.config.context, &self.generator_tokenizer, self.special_tokens(), answer)
+    }
+
+    /// Retrieves for `questions` and computes the configured loss of `answers` (one per
+    /// question).
+    pub fn loss(&self, knowledge: &Knowledge, questions: &[&str], answers: &[&str]) -> Result<RagOutput<B>> {
+        if questions.len() != answers.len() {
+            return Err(RagError::Mismatch(format!(
+                "{} questions and {} answers",
+                questions.len(),
+                answers.len()
+            )));
+        }
+        let retrieval = self.retrieve(knowledge, questions)?;
+        self.loss_from_retrieval(questions, answers, retrieval)
+    }
+
+    /// The configured loss of `answers` given an existing retrieval for `questions`.
+    pub fn loss_from_retrieval(
+        &self,
+        questions: &[&str],
+        answers: &[&str],
+        retrieval: Retrieval<B>,
+    ) -> Result<RagOutput<B>> {
+        let contexts = self.context_rows(questions, &retrieval.passages)?;
+        let answers: Vec<Vec<u32>> = answers.iter().map(|a| self.answer_ids(a)).collect::<Result<_>>()?;
+        let AnswerLogits { logits, target, mask } =
+            self.generator.answer_logits(&contexts, &answers, self.special_tokens())?;
+        let per_example = self.loss_of_logits(logits, &retrieval, target, mask)?;
+        let loss = per_example.clone().mean();
+        Ok(RagOutput { loss, per_example, retrieval })
+    }
+
+    /// The configured per-example loss `[B]` of answer-aligned logits `[B·K, A, V]`.
+    fn loss_of_logits(
+        &self,
+        logits: Tensor<B, 3>,
+        retrieval: &Retrieval<B>,
+        target: Tensor<B, 2, Int>,
+        mask: Tensor<B, 2, Bool>,
+    ) -> Result<Tensor<B, 1>> {
+        let [b, k] = retrieval.doc_scores.dims();
+        let a = target.dims()[1];
+        let doc_scores = retrieval.doc_scores.clone();
+        let nll = NllConfig::new().with_label_smoothing(self.config.label_smoothing).with_reduction(Reduction::None);
+        let per_doc = |t: Tensor<B, 2, Int>| t.reshape([b, 1, a]).expand([b, k, a]).reshape([b * k, a]);
+        let per_doc_mask = |m: Tensor<B, 2, Bool>| m.reshape([b, 1, a]).expand([b, k, a]);
+        Ok(match self.config.loss {
+            RagLoss::RagToken => rag_token_nll(split_docs(logits, k)?, doc_scores, target, mask, &nll)?,
+            RagLoss::RagSequence => rag_sequence_nll(split_docs(logits, k)?, doc_scores, target, mask, &nll)?,
+            RagLoss::LmFinetune => {
+                let rows = lm_nll(logits, per_doc(target), per_doc_mask(mask).reshape([b * k, a]), &nll)?;
+                rows.reshape([b, k]).mask_fill(retrieval.empty_slots(), 0.0).sum_dim(1).reshape([b])
+            }
+            RagLoss::Lsr => {
+                let index = per_doc(target).reshape([b * k, a, 1]);
+                let token_log_probs = log_softmax(logits.detach(), 2).gather(2, index).reshape([b, k, a]);
+                let scores = lm_scores(token_log_probs, per_doc_mask(mask), self.config.lsr.score)?
+                    .mask_fill(retrieval.empty_slots(), f64::NEG_INFINITY);
+                let lsr = LsrConfig::new()
+                    .with_lm_temperature(self.config.lsr.lm_temperature)
+                    .with_direction(self.config.lsr.direction)
+                    .with_reduction(Reduction::None);
+                lsr_loss(doc_scores, scores, &lsr)?
+            }
+        })
+    }
+}
