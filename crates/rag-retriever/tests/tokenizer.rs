@@ -71,3 +71,21 @@ fn minilm_tokenizer_pads_to_the_batch_not_to_its_fixed_128() {
     assert_eq!(batch.len, 8);
     assert_eq!(&batch.input_ids[..8], &[101, 1037, 2158, 2003, 5983, 2833, 1012, 102]);
 }
+
+#[test]
+fn a_word_level_tokenizer_built_from_text_encodes_pairs_and_saves() {
+    let texts = ["Zorblat lives in Quenta.", "quenta is a town", "zorblat, zorblat"];
+    let tok = TextTokenizer::word_level(texts, 2, 16).unwrap();
+    // Specials, then the words seen at least twice, sorted: quenta, zorblat.
+    assert_eq!(tok.vocab_size(), 7);
+    let batch = tok.encode_pairs(&[("Zorblat", "quenta town")]).unwrap();
+    let (quenta, zorblat, unk) = (5, 6, 1);
+    assert_eq!(batch.input_ids, vec![CLS, zorblat, SEP, quenta, unk, SEP]);
+    assert_eq!(batch.token_type_ids, vec![0, 0, 0, 1, 1, 1]);
+    assert_eq!(tok.max_len(), 16);
+    let dir = tempfile::tempdir().unwrap();
+    tok.save(&dir.path().join("tokenizer.json")).unwrap();
+    let back = TextTokenizer::from_file(dir.path(), None).unwrap();
+    assert_eq!(back.max_len(), 16);
+    assert_eq!(back.encode_pairs(&[("Zorblat", "quenta town")]).unwrap(), batch);
+}

@@ -1,8 +1,9 @@
-//! RAG-Sequence fast decoding against thorough decoding on the fixture model: they agree when one
-//! document dominates the prior. (They differ when a candidate found by one document's beam is
-//! also likely under another document whose beam missed it: thorough rescoring counts that
-//! document, fast decoding counts it as zero. The fixture's documents each lead to their own
-//! answers, so no prior on a grid made them differ; that case still needs a model built for it.)
+//! RAG-Sequence fast decoding against thorough decoding: they agree when one document dominates
+//! the prior (on HF's fixture model), and they differ when a candidate found by one document's
+//! beam is also likely under another document whose beam missed it: thorough rescoring counts
+//! that document, fast decoding counts it as zero (on small seeded models over a real index).
+
+mod common;
 
 use burn::backend::Flex;
 use burn::tensor::{DType, Int, Tensor, TensorData};
@@ -62,4 +63,38 @@ fn fast_and_thorough_agree_when_one_document_dominates() {
         let (thorough, fast) = both(&i, scores(rows));
         assert_eq!(thorough, fast, "document {dominant} dominates");
     }
+}
+
+/// Both modes rank the same candidates (the union of the per-document beams); thorough decoding
+/// by their true marginal likelihood, fast decoding by a sum that leaves out the documents whose
+/// beam missed a candidate. So where they differ, thorough decoding's answer has the higher
+/// true likelihood, and fast decoding's choice came from undercounting it.
+#[test]
+fn fast_and_thorough_differ_when_a_beam_misses_a_likely_candidate() {
+    use common::{Arch, QUESTIONS, config, world_with_seed};
+    use rag::{DecodeMode, Generator, RagLoss};
+
+    let mut differing = Vec::new();
+    for seed in 0..12 {
+        let w = world_with_seed::<Flex>(Arch::Bart, config(Arch::Bart, RagLoss::RagSequence), DType::F64, seed);
+        let Generator::Bart(bart) = w.model.generator() else { unreachable!() };
+        let g = GenerationConfig {
+            num_beams: 2,
+            max_new_tokens: Some(4),
+            ..GenerationConfig::for_bart(bart.config())
+        };
+        let thorough = w.model.answer(&w.knowledge, &QUESTIONS, DecodeMode::SequenceThorough, &g).unwrap();
+        let fast = w.model.answer(&w.knowledge, &QUESTIONS, DecodeMode::SequenceFast, &g).unwrap();
+        for (t, f) in thorough.iter().zip(&fast) {
+            if t.tokens != f.tokens {
+                eprintln!(
+                    "seed {seed}: thorough {:?} (log p {:.4}), fast {:?} (log p {:.4})",
+                    t.tokens, t.log_prob, f.tokens, f.log_prob
+                );
+                assert!(t.log_prob > f.log_prob, "seed {seed}: {t:?} vs {f:?}");
+                differing.push(seed);
+            }
+        }
+    }
+    assert!(!differing.is_empty(), "no seeded model made the two modes differ");
 }

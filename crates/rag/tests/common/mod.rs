@@ -116,6 +116,11 @@ pub fn config(arch: Arch, loss: RagLoss) -> RagConfig {
 /// A world on backend `B` with weights in `dtype`: separate (DPR-style) query and document
 /// encoders, the index built by the document encoder.
 pub fn world<B: Backend>(arch: Arch, rag: RagConfig, dtype: DType) -> World<B> {
+    world_with_seed(arch, rag, dtype, 3)
+}
+
+/// [`world`] with the generator's weights drawn from `seed`.
+pub fn world_with_seed<B: Backend>(arch: Arch, rag: RagConfig, dtype: DType, seed: u64) -> World<B> {
     let device = Default::default();
     let dir = tempfile::tempdir().unwrap();
     let mut builder = StoreBuilder::create(&dir.path().join("corpus.store")).unwrap();
@@ -130,9 +135,9 @@ pub fn world<B: Backend>(arch: Arch, rag: RagConfig, dtype: DType) -> World<B> {
     let document = cast(reinit(Encoder::<B>::init(&bert, Pooling::Mean, false, &device).unwrap(), 2));
     let gt = generator_tokenizer();
     let generator = match arch {
-        Arch::Bart => Generator::Bart(reinit(Bart::<B>::init(&bart_config(gt.vocab_size()), 0.0, &device).unwrap(), 3)),
+        Arch::Bart => Generator::Bart(reinit(Bart::<B>::init(&bart_config(gt.vocab_size()), 0.0, &device).unwrap(), seed)),
         Arch::Llama => {
-            Generator::Llama(reinit(Llama::<B>::init(&llama_config(gt.vocab_size()), 0.0, &device).unwrap(), 3))
+            Generator::Llama(reinit(Llama::<B>::init(&llama_config(gt.vocab_size()), 0.0, &device).unwrap(), seed))
         }
     };
     let generator = match generator {

@@ -1,0 +1,182 @@
+//! Answering with provenance, ensemble decoding against a cache-free reference, and whole-model
+//! checkpoints.
+
+mod common;
+
+use burn::backend::Flex;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::DType;
+use common::{ANSWERS, Arch, QUESTIONS, config, world};
+use rag::{Answer, DecodeMode, Generator, Knowledge, RagLoss, RagModel};
+use rag_generator::{GenerationConfig, Padded, PaddingSide};
+
+fn generation(model: &RagModel<Flex>, beams: usize) -> GenerationConfig {
+    let mut g = match model.generator() {
+        Generator::Bart(m) => GenerationConfig::for_bart(m.config()),
+        Generator::Llama(m) => GenerationConfig::for_llama(m.config()),
+    };
+    g.max_new_tokens = Some(6);
+    g.num_beams = beams;
+    g
+}
+
+fn assert_provenance(answer: &Answer, mode: DecodeMode, k: usize) {
+    // Priors come from an f32 log-softmax.
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-5;
+    assert_eq!(answer.passages.len(), k);
+    assert!(close(answer.passages.iter().map(|p| p.prior).sum(), 1.0), "{answer:?}");
+    assert!(close(answer.passages.iter().map(|p| p.posterior).sum(), 1.0), "{answer:?}");
+    assert!(answer.passages.windows(2).all(|w| w[0].prior >= w[1].prior - 1e-12), "best prior first");
+    assert!(answer.log_prob.is_finite() && answer.log_prob <= 0.0);
+    if mode == DecodeMode::Token {
+        assert_eq!(answer.token_posteriors.len(), answer.tokens.len());
+        assert!(answer.token_posteriors.iter().all(|p| p.len() == k && close(p.iter().sum(), 1.0)));
+    } else {
+        assert!(answer.token_posteriors.is_empty());
+    }
+}
+
+#[test]
+fn bart_answers_in_every_mode_carry_their_provenance() {
+    let w = world::<Flex>(Arch::Bart, config(Arch::Bart, RagLoss::RagToken), DType::F32);
+    for mode in [DecodeMode::Token, DecodeMode::SequenceThorough, DecodeMode::SequenceFast] {
+        for beams in [1, 2] {
+            if beams == 1 && mode != DecodeMode::Token {
+                continue;
+            }
+            let answers = w.model.answer(&w.knowledge, &QUESTIONS, mode, &generation(&w.model, beams)).unwrap();
+            assert_eq!(answers.len(), 2);
+            for answer in &answers {
+                assert_provenance(answer, mode, 3);
+                let ended = answer.tokens.last() == Some(&2);
+                assert!(ended || answer.tokens.len() == 6, "{mode:?}: at most 6 new tokens, EOS last: {answer:?}");
+                assert!(!answer.tokens[..answer.tokens.len() - 1].contains(&2), "cut after the first EOS");
+            }
+        }
+    }
+}
+
+/// Ensemble decoding by brute force: every step runs the LM on each augmented prompt plus the
+/// tokens so far (no cache, no split of prompt and instruction) and takes the argmax of the
+/// prior-weighted mixture of next-token distributions.
+fn reference_ensemble_greedy(model: &RagModel<Flex>, knowledge: &Knowledge, question: &str, steps: usize) -> Vec<u32> {
+    let Generator::Llama(llama) = model.generator() else { unreachable!() };
+    let retrieval = model.retrieve(knowledge, &[question]).unwrap();
+    let prompts = model.context_rows(&[question], &retrieval.passages).unwrap();
+    let log_prior = log_softmax(retrieval.doc_scores.clone(), 1);
+    let eos = model.special_tokens().eos;
+    let mut out = Vec::new();
+    for _ in 0..steps {
+        let rows: Vec<Vec<u32>> = prompts.iter().map(|p| p.iter().chain(&out).copied().collect()).collect();
+        let padded = Padded::new(&rows, model.special_tokens().pad, PaddingSide::Left);
+        let (ids, mask) = padded.tensors::<Flex>(&Default::default());
+        let logits = llama.forward(ids, mask);
+        let [k, t, v] = logits.dims();
+        let last = log_softmax(logits.narrow(1, t - 1, 1).reshape([k, v]), 1);
+        let mixture = (last + log_prior.clone().reshape([k, 1])).exp().sum_dim(0).reshape([v]);
+        let next = mixture.argmax(0).into_data().convert::<i64>().to_vec::<i64>().unwrap()[0] as u32;
+        out.push(next);
+        if next == eos {
+            break;
+        }
+    }
+    out
+}
+
+#[test]
+fn ensemble_decoding_of_a_decoder_only_lm_matches_a_cache_free_reference() {
+    let w = world::<Flex>(Arch::Llama, config(Arch::Llama, RagLoss::LmFinetune), DType::F32);
+    let mut g = generation(&w.model, 1);
+    // No early stop at EOS, so the comparison covers all six steps.
+    g.eos_token_id.clear();
+    let answers = w.model.answer(&w.knowledge, &QUESTIONS, DecodeMode::Token, &g).unwrap();
+    for (question, answer) in QUESTIONS.iter().zip(&answers) {
+        assert_eq!(answer.tokens, reference_ensemble_greedy(&w.model, &w.knowledge, question, 6), "{question}");
+        assert_provenance(answer, DecodeMode::Token, 3);
+    }
+    let beam = w.model.answer(&w.knowledge, &QUESTIONS, DecodeMode::Token, &generation(&w.model, 3)).unwrap();
+    assert!(beam.iter().all(|a| !a.tokens.is_empty()));
+    let err = w.model.answer(&w.knowledge, &QUESTIONS, DecodeMode::SequenceThorough, &g).unwrap_err().to_string();
+    assert!(err.contains("seq2seq") && err.contains("ensemble"), "{err}");
+}
+
+fn loss_of(model: &RagModel<Flex>, knowledge: &Knowledge) -> Vec<f64> {
+    rag_parity::values(model.loss(knowledge, &QUESTIONS, &ANSWERS).unwrap().per_example)
+}
+
+#[test]
+fn a_saved_model_loads_back_with_the_same_losses_answers_and_index() {
+    for arch in [Arch::Bart, Arch::Llama] {
+        let w = world::<Flex>(arch, config(arch, RagLoss::RagSequence), DType::F32);
+        let dir = w.dir.path().join("model");
+        w.model.save(&dir, Some(&w.paths)).unwrap();
+        // Saving again replaces the directory whole.
+        w.model.save(&dir, Some(&w.paths)).unwrap();
+        let loaded = RagModel::<Flex>::load(&dir, &Default::default(), DType::F32).unwrap();
+        let paths = loaded.knowledge.expect("the knowledge paths were recorded");
+        let knowledge = Knowledge::open(&paths).unwrap();
+        assert_eq!(loss_of(&w.model, &w.knowledge), loss_of(&loaded.model, &knowledge), "{arch:?}");
+        assert_eq!(loaded.model.config(), w.model.config());
+        let g = generation(&w.model, 2);
+        let before = w.model.answer(&w.knowledge, &QUESTIONS, DecodeMode::Token, &g).unwrap();
+        let after = loaded.model.answer(&knowledge, &QUESTIONS, DecodeMode::Token, &g).unwrap();
+        assert_eq!(before, after, "{arch:?}");
+        // In f64 the weights are the f32 values widened: the losses agree to f32 rounding.
+        let wide = RagModel::<Flex>::load(&dir, &Default::default(), DType::F64).unwrap().model;
+        let diff = rag_parity::max_abs_diff(&loss_of(&wide, &knowledge), &loss_of(&w.model, &w.knowledge));
+        assert!(diff < 1e-4, "{arch:?}: {diff}");
+    }
+}
+
+#[test]
+fn a_damaged_checkpoint_is_refused_by_name() {
+    let w = world::<Flex>(Arch::Bart, config(Arch::Bart, RagLoss::RagToken), DType::F32);
+    let dir = w.dir.path().join("model");
+    w.model.save(&dir, None).unwrap();
+    let load = || RagModel::<Flex>::load(&dir, &Default::default(), DType::F32).map(|_| ()).unwrap_err().to_string();
+    let manifest = std::fs::read_to_string(dir.join("rag.json")).unwrap();
+
+    std::fs::write(dir.join("rag.json"), manifest.replace("\"version\": 1", "\"version\": 9")).unwrap();
+    let err = load();
+    assert!(err.contains("rag.json") && err.contains("version"), "{err}");
+
+    std::fs::write(dir.join("rag.json"), manifest.replace("rag-rs/rag-model", "something-else")).unwrap();
+    let err = load();
+    assert!(err.contains("not a rag-rs model checkpoint"), "{err}");
+    std::fs::write(dir.join("rag.json"), &manifest).unwrap();
+
+    // Weights of a different model: a tensor with another shape, a missing one, an extra one.
+    let checkpoint = rag_hf::Checkpoint::open(dir.join("model.safetensors")).unwrap();
+    let good: Vec<(String, burn::tensor::TensorData)> =
+        checkpoint.names().map(|n| (n.to_string(), checkpoint.read(n).unwrap())).collect();
+    drop(checkpoint);
+    let victim = good.iter().position(|(n, _)| n.ends_with("q_proj.weight")).unwrap();
+    let name = good[victim].0.clone();
+    let write = |tensors: &[(String, burn::tensor::TensorData)]| {
+        rag_hf::write_safetensors(&dir.join("model.safetensors"), tensors).unwrap();
+    };
+
+    let mut tensors = good.clone();
+    tensors[victim].1 = burn::tensor::TensorData::new(vec![0f32; 6], [2, 3]);
+    write(&tensors);
+    let err = load();
+    assert!(err.contains(&name) && err.contains("[2, 3]"), "{err}");
+
+    let mut tensors = good.clone();
+    tensors.remove(victim);
+    write(&tensors);
+    let err = load();
+    assert!(err.contains("missing tensor") && err.contains(&name), "{err}");
+
+    let mut tensors = good.clone();
+    tensors.push(("generator.extra.weight".into(), burn::tensor::TensorData::new(vec![0f32; 2], [2])));
+    write(&tensors);
+    let err = load();
+    assert!(err.contains("generator.extra.weight") && err.contains("no parameter"), "{err}");
+    write(&good);
+    assert!(RagModel::<Flex>::load(&dir, &Default::default(), DType::F32).is_ok());
+
+    std::fs::remove_file(dir.join("rag.json")).unwrap();
+    let err = load();
+    assert!(err.contains("no checkpoint manifest"), "{err}");
+}
