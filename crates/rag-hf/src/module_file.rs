@@ -137,7 +137,8 @@ impl<B: Backend> ModuleMapper<B> for Apply<'_> {
 /// shape, or a tensor in the file that no parameter takes is an error naming it.
 pub fn load_module<B: Backend, M: Module<B>>(module: M, path: &Path, dtype: Option<DType>) -> Result<M> {
     let checkpoint = Checkpoint::open(path)?;
-    let mut apply = Apply { checkpoint: &checkpoint, dtype, path: PathStack::default(), used: BTreeSet::new(), error: None };
+    let mut apply =
+        Apply { checkpoint: &checkpoint, dtype, path: PathStack::default(), used: BTreeSet::new(), error: None };
     let module = module.map(&mut apply);
     if let Some(e) = apply.error {
         return Err(e);

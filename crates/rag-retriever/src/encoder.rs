@@ -249,7 +249,10 @@ impl<B: Backend> Encoder<B> {
             }
             _ => None,
         };
-        let config = BertConfig { projection_dim: if projection.is_some() { config.projection_dim } else { 0 }, ..config.clone() };
+        let config = BertConfig {
+            projection_dim: if projection.is_some() { config.projection_dim } else { 0 },
+            ..config.clone()
+        };
         Ok(Self { bert, projection, pooling, normalize, config })
     }
 

@@ -4,9 +4,7 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
-use rag_generator::{
-    GenerationConfig, Llama, LlamaState, Padded, PaddingSide, StepModel, generate,
-};
+use rag_generator::{GenerationConfig, Llama, LlamaState, Padded, PaddingSide, StepModel, generate};
 use rag_index::NO_ID;
 use rag_losses::hf::HfNllOptions;
 
@@ -102,7 +100,12 @@ impl<B: Backend> RagModel<B> {
                 let (ids, mask) = Padded::new(contexts, special.pad, PaddingSide::Right).tensors(&bart.device());
                 let decoder = RagTokenDecoder::new(bart, k);
                 let start = generation.decoder_start_token_id.or(special.decoder_start).expect("BART has one");
-                let out = generate(&decoder, decoder.begin(bart.begin(ids, mask), doc_scores), &vec![vec![start]; b], &best_only)?;
+                let out = generate(
+                    &decoder,
+                    decoder.begin(bart.begin(ids, mask), doc_scores),
+                    &vec![vec![start]; b],
+                    &best_only,
+                )?;
                 out.sequences.into_iter().map(|s| (s, out.prompt_len)).collect()
             }
             (Generator::Bart(bart), DecodeMode::SequenceThorough | DecodeMode::SequenceFast) => {
@@ -197,7 +200,8 @@ impl<B: Backend> RagModel<B> {
         let [b, k] = retrieval.doc_scores.dims();
         let scored: Vec<Vec<u32>> =
             tokens.iter().map(|t| if t.is_empty() { vec![self.special_tokens().eos] } else { t.clone() }).collect();
-        let AnswerLogits { logits, target, .. } = self.generator().answer_logits(contexts, &scored, self.special_tokens())?;
+        let AnswerLogits { logits, target, .. } =
+            self.generator().answer_logits(contexts, &scored, self.special_tokens())?;
         let a = target.dims()[1];
         let index: Tensor<B, 3, Int> = target.reshape([b, 1, a]).expand([b, k, a]).reshape([b * k, a, 1]);
         let token_log_probs = to_f64(log_softmax(logits, 2).gather(2, index).reshape([b * k, a]));

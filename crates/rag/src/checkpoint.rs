@@ -180,8 +180,11 @@ impl<B: Backend> RagModel<B> {
             Ok(Encoder::init(&config, manifest.pooling, manifest.normalize, device)?)
         };
         let query = encoder(QUERY_CONFIG)?;
-        let retriever =
-            if manifest.shared_encoder { BiEncoder::shared(query) } else { BiEncoder::separate(query, encoder(DOCUMENT_CONFIG)?)? };
+        let retriever = if manifest.shared_encoder {
+            BiEncoder::shared(query)
+        } else {
+            BiEncoder::separate(query, encoder(DOCUMENT_CONFIG)?)?
+        };
         let generator_config = dir.join(GENERATOR_CONFIG);
         let generator = match manifest.generator.as_str() {
             "bart" => Generator::Bart(Bart::init(&BartConfig::from_file(&generator_config)?, 0.0, device)?),
@@ -192,7 +195,8 @@ impl<B: Backend> RagModel<B> {
         let generator_tokenizer = GeneratorTokenizer::from_file(dir.join(GENERATOR_TOKENIZER))?;
         let model = RagModel::new(retriever, generator, passage_tokenizer, generator_tokenizer, manifest.config)?;
         let model = rag_hf::load_module(model, &dir.join(WEIGHTS), Some(dtype))?.refreeze();
-        let knowledge = manifest.knowledge.map(|k| KnowledgePaths { store: dir.join(k.store), index: dir.join(k.index) });
+        let knowledge =
+            manifest.knowledge.map(|k| KnowledgePaths { store: dir.join(k.store), index: dir.join(k.index) });
         Ok(LoadedRag { model, knowledge })
     }
 }

@@ -87,12 +87,18 @@ pub(crate) fn context_rows(
 }
 
 /// The instruction tokens of a decoder-only prompt (what every passage's prompt ends with).
-pub(crate) fn instruction_ids(format: &ContextFormat, tokenizer: &GeneratorTokenizer, question: &str) -> Result<Vec<u32>> {
+pub(crate) fn instruction_ids(
+    format: &ContextFormat,
+    tokenizer: &GeneratorTokenizer,
+    question: &str,
+) -> Result<Vec<u32>> {
     match format {
         ContextFormat::Background { instruction, .. } => {
             encode(tokenizer, &fill(instruction, &[("{question}", question)]))
         }
-        ContextFormat::Seq2Seq { .. } => Err(RagError::Mismatch("a seq2seq context has no separate instruction".into())),
+        ContextFormat::Seq2Seq { .. } => {
+            Err(RagError::Mismatch("a seq2seq context has no separate instruction".into()))
+        }
     }
 }
 

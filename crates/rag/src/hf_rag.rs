@@ -12,10 +12,13 @@ use std::path::Path;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor};
-use rag_generator::{Bart, BartConfig, ConfigFile};
+use rag_generator::{Bart, BartConfig, ConfigFile, GeneratorTokenizer};
 use rag_hf::Checkpoint;
 use rag_losses::hf::{HfNllOptions, rag_sequence_get_nll, rag_token_get_nll};
-use rag_retriever::{BertConfig, BertInput, BiEncoder, Encoder, Pooling, WeightLayout};
+use rag_retriever::{BertConfig, BertInput, BiEncoder, Encoder, Pooling, TextTokenizer, WeightLayout};
+
+use crate::config::{ContextFormat, RagConfig, RagLoss};
+use crate::model::{Generator, RagModel};
 use serde::Deserialize;
 
 use crate::{RagError, Result};
@@ -37,6 +40,12 @@ pub struct HfRagConfig {
     pub do_deduplication: bool,
     /// `bos_token_id` of the RAG config (HF falls back to the generator's when it is unset or 0).
     pub bos_token_id: Option<u32>,
+    /// Between a passage's title and text in the generator input (HF: `" / "`).
+    pub title_sep: String,
+    /// Between a passage and the question (HF: `" // "`).
+    pub doc_sep: String,
+    /// The longest generator input in tokens (HF: 300).
+    pub max_combined_length: usize,
 }
 
 #[derive(Deserialize)]
@@ -53,6 +62,22 @@ struct RawRagConfig {
     do_deduplication: bool,
     #[serde(default)]
     bos_token_id: Option<u32>,
+    #[serde(default = "title_sep")]
+    title_sep: String,
+    #[serde(default = "doc_sep")]
+    doc_sep: String,
+    #[serde(default = "three_hundred")]
+    max_combined_length: usize,
+}
+
+fn title_sep() -> String {
+    " / ".into()
+}
+fn doc_sep() -> String {
+    " // ".into()
+}
+fn three_hundred() -> usize {
+    300
 }
 
 fn five() -> usize {
@@ -85,6 +110,9 @@ impl HfRagConfig {
             label_smoothing: raw.label_smoothing,
             do_deduplication: raw.do_deduplication,
             bos_token_id: raw.bos_token_id,
+            title_sep: raw.title_sep,
+            doc_sep: raw.doc_sep,
+            max_combined_length: raw.max_combined_length,
         })
     }
 
@@ -134,6 +162,37 @@ impl<B: Backend> HfRag<B> {
         let loader = rag_hf::Loader::new(&checkpoint, "rag.generator.", device, dtype);
         let generator = Bart::load(&config.generator, &loader, 0.0)?;
         Ok((Self { question_encoder, generator }, config))
+    }
+
+    /// The full [`RagModel`] of this checkpoint: its question encoder, with `document_encoder`
+    /// (HF's RAG checkpoints hold none: pass the DPR context encoder the index was built with,
+    /// or `None` to share the question encoder), its BART generator, the tokenizers, and a
+    /// [`RagConfig`] taken from `config` (`n_docs`, label smoothing, HF's context format with
+    /// the checkpoint's separators and `max_combined_length`; loss `loss`).
+    pub fn into_rag_model(
+        self,
+        config: &HfRagConfig,
+        document_encoder: Option<Encoder<B>>,
+        passage_tokenizer: TextTokenizer,
+        generator_tokenizer: GeneratorTokenizer,
+        loss: RagLoss,
+    ) -> Result<RagModel<B>> {
+        let retriever = match document_encoder {
+            Some(d) => BiEncoder::separate(self.question_encoder, d)?,
+            None => BiEncoder::shared(self.question_encoder),
+        };
+        let rag = RagConfig {
+            n_docs: config.n_docs,
+            loss,
+            label_smoothing: config.label_smoothing,
+            context: ContextFormat::Seq2Seq {
+                title_sep: config.title_sep.clone(),
+                doc_sep: config.doc_sep.clone(),
+                max_tokens: config.max_combined_length,
+            },
+            ..RagConfig::default()
+        };
+        RagModel::new(retriever, Generator::Bart(self.generator), passage_tokenizer, generator_tokenizer, rag)
     }
 
     /// Question vectors `[b, d]` (DPR's pooled [CLS]) of ids and mask `[b, len]`.

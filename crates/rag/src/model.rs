@@ -273,7 +273,8 @@ impl<B: Backend> RagModel<B> {
     ) -> Result<Self> {
         config.validate()?;
         match (&generator, &config.context) {
-            (Generator::Bart(_), ContextFormat::Seq2Seq { .. }) | (Generator::Llama(_), ContextFormat::Background { .. }) => {}
+            (Generator::Bart(_), ContextFormat::Seq2Seq { .. })
+            | (Generator::Llama(_), ContextFormat::Background { .. }) => {}
             (g, _) => {
                 return Err(RagError::Config {
                     path: "<RagConfig>".into(),
@@ -435,11 +436,7 @@ impl<B: Backend> RagModel<B> {
     /// question).
     pub fn loss(&self, knowledge: &Knowledge, questions: &[&str], answers: &[&str]) -> Result<RagOutput<B>> {
         if questions.len() != answers.len() {
-            return Err(RagError::Mismatch(format!(
-                "{} questions and {} answers",
-                questions.len(),
-                answers.len()
-            )));
+            return Err(RagError::Mismatch(format!("{} questions and {} answers", questions.len(), answers.len())));
         }
         let retrieval = self.retrieve(knowledge, questions)?;
         self.loss_from_retrieval(questions, answers, retrieval)

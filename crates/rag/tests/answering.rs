@@ -4,8 +4,8 @@
 mod common;
 
 use burn::backend::Flex;
-use burn::tensor::activation::log_softmax;
 use burn::tensor::DType;
+use burn::tensor::activation::log_softmax;
 use common::{ANSWERS, Arch, QUESTIONS, config, world};
 use rag::{Answer, DecodeMode, Generator, Knowledge, RagLoss, RagModel};
 use rag_generator::{GenerationConfig, Padded, PaddingSide};

@@ -78,11 +78,7 @@ fn fast_and_thorough_differ_when_a_beam_misses_a_likely_candidate() {
     for seed in 0..12 {
         let w = world_with_seed::<Flex>(Arch::Bart, config(Arch::Bart, RagLoss::RagSequence), DType::F64, seed);
         let Generator::Bart(bart) = w.model.generator() else { unreachable!() };
-        let g = GenerationConfig {
-            num_beams: 2,
-            max_new_tokens: Some(4),
-            ..GenerationConfig::for_bart(bart.config())
-        };
+        let g = GenerationConfig { num_beams: 2, max_new_tokens: Some(4), ..GenerationConfig::for_bart(bart.config()) };
         let thorough = w.model.answer(&w.knowledge, &QUESTIONS, DecodeMode::SequenceThorough, &g).unwrap();
         let fast = w.model.answer(&w.knowledge, &QUESTIONS, DecodeMode::SequenceFast, &g).unwrap();
         for (t, f) in thorough.iter().zip(&fast) {

@@ -64,12 +64,8 @@ fn rag_losses_train_query_encoder_and_generator_from_question_text_through_the_i
         assert_eq!(d_params, 0, "{loss:?}: the document encoder is frozen");
         assert!(g_params > 0 && g_nonzero == g_params, "{loss:?}: generator {g_nonzero}/{g_params}");
 
-        let check = directional_derivative(
-            &w.model,
-            |m| m.loss(&w.knowledge, &QUESTIONS, &ANSWERS).unwrap().loss,
-            11,
-            1e-5,
-        );
+        let check =
+            directional_derivative(&w.model, |m| m.loss(&w.knowledge, &QUESTIONS, &ANSWERS).unwrap().loss, 11, 1e-5);
         eprintln!("{loss:?}: relative error {:.1e} ({check:?})", check.relative_error());
         assert!(check.relative_error() < 1e-6, "{loss:?}: {check:?}");
         // The query encoder alone: the gradient that reaches it only through the doc scores.
@@ -81,12 +77,8 @@ fn rag_losses_train_query_encoder_and_generator_from_question_text_through_the_i
             w.model.config().clone(),
         )
         .unwrap();
-        let check = directional_derivative(
-            &query_only,
-            |m| m.loss(&w.knowledge, &QUESTIONS, &ANSWERS).unwrap().loss,
-            13,
-            1e-5,
-        );
+        let check =
+            directional_derivative(&query_only, |m| m.loss(&w.knowledge, &QUESTIONS, &ANSWERS).unwrap().loss, 13, 1e-5);
         eprintln!("{loss:?}, query encoder only: relative error {:.1e} ({check:?})", check.relative_error());
         assert_eq!(check.params_with_grad, q_params);
         // Measured 5e-7 (RAG-Token) and 1e-8 (RAG-Sequence): this derivative is 1e4 times smaller
@@ -108,8 +100,7 @@ fn lm_finetuning_trains_only_the_generator_and_lsr_only_the_query_encoder() {
     let [(q_params, q_nonzero), _, (_, g_nonzero)] = grads_by_part(&w.model, out.loss);
     assert_eq!(q_nonzero, q_params, "LSR trains the query encoder");
     assert_eq!(g_nonzero, 0, "the LM is a frozen teacher in LSR");
-    let check =
-        directional_derivative(&w.model, |m| m.loss(&w.knowledge, &QUESTIONS, &ANSWERS).unwrap().loss, 5, 1e-5);
+    let check = directional_derivative(&w.model, |m| m.loss(&w.knowledge, &QUESTIONS, &ANSWERS).unwrap().loss, 5, 1e-5);
     eprintln!("LSR: relative error {:.1e} ({check:?})", check.relative_error());
     assert!(check.relative_error() < 1e-6, "LSR: {check:?}");
 }

@@ -56,9 +56,9 @@ impl Problem {
             .map(|b| {
                 let prior = self.prior(b);
                 let (mut ll, mut sm) = (vec![], vec![]);
-                for z in 0..self.k {
+                for (z, &p) in prior.iter().enumerate().take(self.k) {
                     let counted = (0..self.t).filter(|&t| self.mask[b * self.t + t]);
-                    let (mut l, mut s) = (prior[z], self.v as f64 * prior[z]);
+                    let (mut l, mut s) = (p, self.v as f64 * p);
                     for t in counted {
                         l += self.at(&lp, b, z, t, self.target[b * self.t + t] as usize);
                         s += (0..self.v).map(|v| self.at(&lp, b, z, t, v)).sum::<f64>();

@@ -135,7 +135,9 @@ pub fn world_with_seed<B: Backend>(arch: Arch, rag: RagConfig, dtype: DType, see
     let document = cast(reinit(Encoder::<B>::init(&bert, Pooling::Mean, false, &device).unwrap(), 2));
     let gt = generator_tokenizer();
     let generator = match arch {
-        Arch::Bart => Generator::Bart(reinit(Bart::<B>::init(&bart_config(gt.vocab_size()), 0.0, &device).unwrap(), seed)),
+        Arch::Bart => {
+            Generator::Bart(reinit(Bart::<B>::init(&bart_config(gt.vocab_size()), 0.0, &device).unwrap(), seed))
+        }
         Arch::Llama => {
             Generator::Llama(reinit(Llama::<B>::init(&llama_config(gt.vocab_size()), 0.0, &device).unwrap(), seed))
         }
@@ -148,8 +150,7 @@ pub fn world_with_seed<B: Backend>(arch: Arch, rag: RagConfig, dtype: DType, see
     let model = RagModel::new(retriever, generator, rt, gt, rag).unwrap();
     let mut index = FlatIndex::new(16, Metric::InnerProduct).unwrap();
     let options = EncodeOptions { batch_size: 4, with_titles: true, progress: false };
-    index_store(model.retriever().document_encoder(), model.passage_tokenizer(), &store, &mut index, &options)
-        .unwrap();
+    index_store(model.retriever().document_encoder(), model.passage_tokenizer(), &store, &mut index, &options).unwrap();
     let paths = KnowledgePaths { store: dir.path().join("corpus.store"), index: dir.path().join("corpus.index") };
     VectorIndex::save(&index, &paths.index).unwrap();
     let knowledge = Knowledge { store: PassageStore::open(&paths.store).unwrap(), index: Box::new(index) };
