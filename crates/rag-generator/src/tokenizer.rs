@@ -139,9 +139,7 @@ impl GeneratorTokenizer {
     pub fn save(&self, path: &Path) -> Result<()> {
         let fail = |message: String| GeneratorError::Tokenizer { path: path.to_path_buf(), message };
         let text = self.inner.to_string(false).map_err(|e| fail(e.to_string()))?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, text).map_err(|e| fail(e.to_string()))?;
-        std::fs::rename(&tmp, path).map_err(|e| fail(e.to_string()))
+        rag_hf::write_atomic(path, text.as_bytes()).map_err(|e| fail(e.to_string()))
     }
 
     /// The file it was loaded from.

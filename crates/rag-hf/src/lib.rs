@@ -41,4 +41,4 @@ pub use error::{HfError, Result};
 pub use json::read_json;
 pub use loader::{Loader, init_embedding, init_linear};
 pub use module_file::{cast_module, load_module, module_tensors, save_module};
-pub use write::write_safetensors;
+pub use write::{write_atomic, write_safetensors};

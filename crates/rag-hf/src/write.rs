@@ -31,3 +31,13 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, TensorData)]) -> Resul
     safetensors::serialize_to_file(views, None, &tmp).map_err(|e| malformed(e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(|source| HfError::Io { path: path.to_path_buf(), source })
 }
+
+/// Writes `bytes` to `path` atomically: to a temporary file beside it, then renamed over it, so a
+/// crash leaves the old file or the new one, never a truncated one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    std::fs::write(&tmp, bytes).map_err(|source| HfError::Io { path: tmp.clone(), source })?;
+    std::fs::rename(&tmp, path).map_err(|source| HfError::Io { path: path.to_path_buf(), source })
+}

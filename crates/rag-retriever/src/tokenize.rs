@@ -259,9 +259,7 @@ impl TextTokenizer {
     pub fn save(&self, path: &Path) -> Result<()> {
         let fail = |message: String| RetrieverError::Tokenizer { path: path.to_path_buf(), message };
         let text = self.inner.to_string(false).map_err(|e| fail(e.to_string()))?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, text).map_err(|e| fail(e.to_string()))?;
-        std::fs::rename(&tmp, path).map_err(|e| fail(e.to_string()))
+        rag_hf::write_atomic(path, text.as_bytes()).map_err(|e| fail(e.to_string()))
     }
 
     /// The longest sequence a batch can have (special tokens included).
