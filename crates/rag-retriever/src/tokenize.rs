@@ -5,9 +5,12 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use tokenizers::normalizers::bert::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::{
-    EncodeInput, PaddingDirection, PaddingParams, PaddingStrategy, PostProcessor, Tokenizer, TruncationDirection,
-    TruncationParams, TruncationStrategy,
+    EncodeInput, NormalizedString, Normalizer, OffsetReferential, OffsetType, PaddingDirection, PaddingParams,
+    PaddingStrategy, PostProcessor, PreTokenizedString, PreTokenizer, Tokenizer, TruncationDirection, TruncationParams,
+    TruncationStrategy,
 };
 
 use crate::bert::BertInput;
@@ -200,30 +203,15 @@ impl TextTokenizer {
             "strip_accents": null, "lowercase": true
         });
         // Words are counted as the tokenizer will see them: normalized, then pre-tokenized.
-        let probe: Tokenizer = serde_json::from_value(serde_json::json!({
-            "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
-            "normalizer": normalizer, "pre_tokenizer": {"type": "BertPreTokenizer"},
-            "post_processor": null, "decoder": null,
-            "model": {"type": "WordLevel", "vocab": {"[UNK]": 0}, "unk_token": "[UNK]"}
-        }))
-        .expect("a valid tokenizer description");
         let fail = |message: String| RetrieverError::Tokenizer { path: "<word_level>".into(), message };
+        let bert_normalizer = BertNormalizer::new(true, true, None, true);
         let mut counts = std::collections::BTreeMap::<String, usize>::new();
         for text in texts {
-            let normalized = probe
-                .get_normalizer()
-                .map(|n| {
-                    let mut s = tokenizers::NormalizedString::from(text.as_ref());
-                    tokenizers::Normalizer::normalize(n, &mut s).map(|()| s.get().to_string())
-                })
-                .transpose()
-                .map_err(|e| fail(e.to_string()))?
-                .unwrap_or_else(|| text.as_ref().to_string());
-            let mut pre = tokenizers::PreTokenizedString::from(normalized.as_str());
-            if let Some(p) = probe.get_pre_tokenizer() {
-                tokenizers::PreTokenizer::pre_tokenize(p, &mut pre).map_err(|e| fail(e.to_string()))?;
-            }
-            for (word, _, _) in pre.get_splits(tokenizers::OffsetReferential::Original, tokenizers::OffsetType::Char) {
+            let mut normalized = NormalizedString::from(text.as_ref());
+            bert_normalizer.normalize(&mut normalized).map_err(|e| fail(e.to_string()))?;
+            let mut words = PreTokenizedString::from(normalized);
+            BertPreTokenizer.pre_tokenize(&mut words).map_err(|e| fail(e.to_string()))?;
+            for (word, _, _) in words.get_splits(OffsetReferential::Original, OffsetType::Char) {
                 *counts.entry(word.to_string()).or_default() += 1;
             }
         }

@@ -3,14 +3,14 @@
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::Tensor;
 use rag_generator::{GenerationConfig, Llama, LlamaState, Padded, PaddingSide, StepModel, generate};
 use rag_index::NO_ID;
 use rag_losses::hf::HfNllOptions;
 
 use crate::context::instruction_ids;
 use crate::decoding::{RagTokenDecoder, rag_sequence_fast, rag_sequence_thorough};
-use crate::model::{AnswerLogits, Generator, Knowledge, RagModel, Retrieval};
+use crate::model::{AnswerLogits, Generator, Knowledge, RagModel, Retrieval, answer_token_log_probs};
 use crate::{RagError, Result};
 
 /// How answers are decoded.
@@ -203,8 +203,7 @@ impl<B: Backend> RagModel<B> {
         let AnswerLogits { logits, target, .. } =
             self.generator().answer_logits(contexts, &scored, self.special_tokens())?;
         let a = target.dims()[1];
-        let index: Tensor<B, 3, Int> = target.reshape([b, 1, a]).expand([b, k, a]).reshape([b * k, a, 1]);
-        let token_log_probs = to_f64(log_softmax(logits, 2).gather(2, index).reshape([b * k, a]));
+        let token_log_probs = to_f64(answer_token_log_probs(logits, target));
         let log_prior = to_f64(log_softmax(retrieval.doc_scores.clone(), 1));
         let mut answers = Vec::with_capacity(b);
         for (i, tokens) in tokens.into_iter().enumerate() {

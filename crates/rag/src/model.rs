@@ -169,6 +169,16 @@ pub struct AnswerLogits<B: Backend> {
     pub mask: Tensor<B, 2, Bool>,
 }
 
+/// `log p(answer_b[t] | row b·K + z)` `[B, K, A]` of answer-aligned logits `[B·K, A, V]` and the
+/// padded answers `[B, A]` (the padding positions hold the pad token's log-prob).
+pub(crate) fn answer_token_log_probs<B: Backend>(logits: Tensor<B, 3>, target: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+    let [rows, a, _] = logits.dims();
+    let b = target.dims()[0];
+    let k = rows / b;
+    let index = target.reshape([b, 1, a]).expand([b, k, a]).reshape([rows, a, 1]);
+    log_softmax(logits, 2).gather(2, index).reshape([b, k, a])
+}
+
 /// The passages a model retrieves from: a passage store and a vector index over it, built with
 /// the model's document encoder.
 #[derive(Debug)]
@@ -480,8 +490,7 @@ impl<B: Backend> RagModel<B> {
                 rows.reshape([b, k]).mask_fill(retrieval.empty_slots(), 0.0).sum_dim(1).reshape([b])
             }
             RagLoss::Lsr => {
-                let index = per_doc(target).reshape([b * k, a, 1]);
-                let token_log_probs = log_softmax(logits.detach(), 2).gather(2, index).reshape([b, k, a]);
+                let token_log_probs = answer_token_log_probs(logits.detach(), target);
                 let scores = lm_scores(token_log_probs, per_doc_mask(mask), self.config.lsr.score)?
                     .mask_fill(retrieval.empty_slots(), f64::NEG_INFINITY);
                 let lsr = LsrConfig::new()
