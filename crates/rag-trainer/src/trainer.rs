@@ -1,0 +1,484 @@
+//! The training loop: [`TrainTask`] is what a task provides, [`Trainer::fit`] drives it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, Module};
+use burn::tensor::Tensor;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use serde::{Deserialize, Serialize};
+
+use crate::data::{DataPosition, Loader, mix};
+use crate::error::io;
+use crate::log::{Metrics, MetricsLog, Record};
+use crate::optim::{AdamW, AdamWConfig, Gradients, ParamGroup, accumulate, clip_global_norm, freeze, global_norm, group_of, trainable_paths};
+use crate::progress::Progress;
+use crate::schedule::{Decay, Schedule};
+use crate::{BoxError, Result, TrainerError};
+
+/// What a task gives the trainer: the loss of a batch, an evaluation, and optionally an index
+/// refresh. The trainer knows nothing else of the task.
+pub trait TrainTask<AB: AutodiffBackend, M: AutodiffModule<AB>> {
+    /// One training example.
+    type Item;
+
+    /// The mean loss of `batch` (shape `[1]`), in the autodiff graph of `model`.
+    fn loss(&mut self, model: &M, batch: &[&Self::Item]) -> std::result::Result<Tensor<AB, 1>, BoxError>;
+
+    /// Evaluates the model (the inner, non-autodiff module: no dropout, no graph).
+    fn evaluate(&mut self, model: &M::InnerModule) -> std::result::Result<Metrics, BoxError>;
+
+    /// Called every [`TrainerConfig::refresh_every`] steps and after a resume: re-encode the
+    /// corpus with the current document encoder and update the index (REPLUG, Atlas).
+    fn refresh(&mut self, model: &M::InnerModule) -> std::result::Result<(), BoxError> {
+        let _ = model;
+        Ok(())
+    }
+}
+
+/// The trainer's options (saved in every checkpoint).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerConfig {
+    /// Optimizer steps of the run.
+    pub steps: u64,
+    /// Examples per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step (their gradients are averaged).
+    pub grad_accumulation: usize,
+    /// Linear warm-up steps.
+    pub warmup_steps: u64,
+    /// Decay after warm-up.
+    pub decay: Decay,
+    /// Parameter groups (learning rates, weight decay, freezing); every trainable parameter
+    /// must belong to one.
+    pub groups: Vec<ParamGroup>,
+    /// AdamW's constants.
+    pub adamw: AdamWConfig,
+    /// Global-norm clipping threshold (`None`: no clipping).
+    pub max_grad_norm: Option<f64>,
+    /// Seeds the data order and the backend's RNG (dropout), per step.
+    pub seed: u64,
+    /// Evaluate every this many steps (and before the first and after the last; 0: only those).
+    pub eval_every: u64,
+    /// Checkpoint every this many steps (and after the last).
+    pub checkpoint_every: u64,
+    /// Checkpoints kept (the newest).
+    pub keep_checkpoints: usize,
+    /// A `metrics.jsonl` training line every this many steps.
+    pub log_every: u64,
+    /// Call [`TrainTask::refresh`] every this many steps (0: never).
+    pub refresh_every: u64,
+    /// Show progress on stderr.
+    pub progress: bool,
+    /// A name for progress lines.
+    pub label: String,
+}
+
+impl Default for TrainerConfig {
+    fn default() -> Self {
+        Self {
+            steps: 100,
+            batch_size: 8,
+            grad_accumulation: 1,
+            warmup_steps: 0,
+            decay: Decay::Linear,
+            groups: vec![ParamGroup::new("all", &[""], 1e-3, 0.01)],
+            adamw: AdamWConfig::default(),
+            max_grad_norm: Some(1.0),
+            seed: 0,
+            eval_every: 0,
+            checkpoint_every: 100,
+            keep_checkpoints: 2,
+            log_every: 10,
+            refresh_every: 0,
+            progress: true,
+            label: "train".into(),
+        }
+    }
+}
+
+impl TrainerConfig {
+    /// The learning-rate schedule.
+    pub fn schedule(&self) -> Schedule {
+        Schedule { warmup_steps: self.warmup_steps, total_steps: self.steps, decay: self.decay }
+    }
+
+    fn validate(&self, examples: usize) -> Result<()> {
+        let err = |field, message: String| Err(TrainerError::Config { field, message });
+        if self.steps == 0 {
+            return err("steps", "must be at least 1".into());
+        }
+        if self.batch_size == 0 || self.grad_accumulation == 0 {
+            return err("batch_size", "and grad_accumulation must be at least 1".into());
+        }
+        if examples < self.batch_size {
+            return err("batch_size", format!("is {} but there are only {examples} training examples", self.batch_size));
+        }
+        if self.checkpoint_every == 0 || self.log_every == 0 {
+            return err("checkpoint_every", "and log_every must be at least 1".into());
+        }
+        if self.groups.is_empty() {
+            return err("groups", "needs at least one parameter group".into());
+        }
+        for g in &self.groups {
+            if !(g.lr.is_finite() && g.lr >= 0.0 && g.weight_decay.is_finite() && g.weight_decay >= 0.0) {
+                return err("groups", format!("group `{}`: lr and weight_decay must be finite and ≥ 0", g.name));
+            }
+        }
+        if let Some(m) = self.max_grad_norm
+            && !(m.is_finite() && m > 0.0)
+        {
+            return err("max_grad_norm", "must be finite and positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// What a finished run measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainSummary {
+    /// Optimizer steps done.
+    pub steps: u64,
+    /// Training examples consumed (micro-batches × batch size).
+    pub examples: u64,
+    /// Seconds spent training (evaluations excluded; a resumed run adds its earlier part).
+    pub train_seconds: f64,
+    /// `examples / train_seconds`.
+    pub examples_per_second: f64,
+    /// Every evaluation, by step (the first is before training).
+    pub evals: Vec<(u64, Metrics)>,
+    /// The mean loss of the last logged interval.
+    pub final_loss: Option<f64>,
+    /// The step this run resumed from, if it did.
+    pub resumed_from: Option<u64>,
+    /// The plots written.
+    pub plots: Vec<PathBuf>,
+}
+
+/// A trained model and its summary.
+#[derive(Debug)]
+pub struct Trained<M> {
+    /// The model after the last step.
+    pub model: M,
+    /// What the run measured.
+    pub summary: TrainSummary,
+}
+
+/// The format name of `trainer.json`.
+pub const CHECKPOINT_FORMAT: &str = "rag-trainer-checkpoint";
+/// Its version.
+pub const CHECKPOINT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TrainerState {
+    format: String,
+    version: u32,
+    step: u64,
+    data: DataPosition,
+    train_seconds: f64,
+    examples: u64,
+    optimizer_steps: BTreeMap<String, u64>,
+    config: TrainerConfig,
+}
+
+/// Runs training in a run directory: `metrics.jsonl`, `checkpoints/`, plots.
+#[derive(Debug, Clone)]
+pub struct Trainer {
+    config: TrainerConfig,
+    dir: PathBuf,
+}
+
+impl Trainer {
+    /// A trainer writing into `dir` (created if needed).
+    pub fn new(config: TrainerConfig, dir: impl Into<PathBuf>) -> Self {
+        Self { config, dir: dir.into() }
+    }
+
+    /// The options.
+    pub fn config(&self) -> &TrainerConfig {
+        &self.config
+    }
+
+    /// The newest complete checkpoint of the run directory, if any.
+    pub fn latest_checkpoint(&self) -> Result<Option<PathBuf>> {
+        latest_checkpoint(&self.dir)
+    }
+
+    /// Trains `model` on `examples` with `task`. With `resume`, continues from the newest
+    /// checkpoint of the run directory when there is one (model, optimizer moments, step,
+    /// data position, training time; the backend RNG is reseeded per step, so the result is the
+    /// one an uninterrupted run gets); otherwise starts afresh, replacing what is there.
+    pub fn fit<AB, M, T>(&self, model: M, task: &mut T, examples: &[T::Item], resume: bool) -> Result<Trained<M>>
+    where
+        AB: AutodiffBackend,
+        M: AutodiffModule<AB>,
+        T: TrainTask<AB, M>,
+    {
+        let cfg = &self.config;
+        cfg.validate(examples.len())?;
+        std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        let mut model = freeze(model, &cfg.groups);
+        if let Some(path) = trainable_paths(&model).into_iter().find(|p| group_of(&cfg.groups, p).is_none()) {
+            return Err(TrainerError::Ungrouped(path));
+        }
+        let device = model.devices().into_iter().next().ok_or(TrainerError::Config {
+            field: "model",
+            message: "has no parameters".into(),
+        })?;
+        let mut optim = AdamW::<AB::InnerBackend>::new(cfg.adamw);
+        let metrics_path = self.dir.join("metrics.jsonl");
+        let checkpoint = if resume { latest_checkpoint(&self.dir)? } else { None };
+        let (mut step, position, mut train_seconds, mut seen, mut log) = match &checkpoint {
+            Some(dir) => {
+                let state = read_state(dir)?;
+                if (state.config.batch_size, state.config.grad_accumulation, state.config.seed)
+                    != (cfg.batch_size, cfg.grad_accumulation, cfg.seed)
+                {
+                    return Err(TrainerError::Malformed {
+                        path: dir.join("trainer.json"),
+                        message: format!(
+                            "the checkpoint was written with batch_size {}, grad_accumulation {}, seed {}; this run has \
+                             {}, {}, {}: resuming would not continue the same run",
+                            state.config.batch_size,
+                            state.config.grad_accumulation,
+                            state.config.seed,
+                            cfg.batch_size,
+                            cfg.grad_accumulation,
+                            cfg.seed
+                        ),
+                    });
+                }
+                model = rag_hf::load_module(model, &dir.join("model.safetensors"), None)?;
+                optim.load_state(&dir.join("optimizer.safetensors"), &state.optimizer_steps, &device)?;
+                let log = MetricsLog::resume(&metrics_path, state.step)?;
+                (state.step, state.data, state.train_seconds, state.examples, log)
+            }
+            None => (0, DataPosition { epoch: 0, cursor: 0 }, 0.0, 0, MetricsLog::create(&metrics_path)?),
+        };
+        let resumed_from = checkpoint.as_ref().map(|_| step);
+        let mut last_checkpoint = checkpoint.clone();
+        let mut loader = Loader::new(examples.len(), cfg.batch_size, cfg.seed, position);
+        let progress = Progress::new(&cfg.label, step, cfg.steps, cfg.progress);
+        if resumed_from.is_some() {
+            progress.println(&format!("{}: resuming at step {step} from {}", cfg.label, self.dir.display()));
+            if cfg.refresh_every > 0 {
+                run_task("index refresh after resume", step, || task.refresh(&model.valid()))?;
+            }
+        }
+        let has_eval = |log: &MetricsLog, s: u64| log.records().iter().any(|r| matches!(r, Record::Eval { step, .. } if *step == s));
+        if !has_eval(&log, step) && (step == 0 || cfg.eval_every > 0 && step % cfg.eval_every == 0) {
+            self.evaluate(task, &model, step, &mut log, &progress)?;
+        }
+
+        let schedule = cfg.schedule();
+        let (mut window_loss, mut window_batches, mut window_examples) = (0.0, 0u64, 0u64);
+        let mut window_start = Instant::now();
+        let mut last_loss = None;
+        while step < cfg.steps {
+            if cfg.refresh_every > 0 && step > 0 && step % cfg.refresh_every == 0 && resumed_from != Some(step) {
+                run_task("index refresh", step, || task.refresh(&model.valid()))?;
+            }
+            let started = Instant::now();
+            let mut grads: Gradients<AB::InnerBackend> = Gradients::new();
+            for micro in 0..cfg.grad_accumulation {
+                let batch: Vec<&T::Item> = loader.next_batch().into_iter().map(|i| &examples[i]).collect();
+                AB::seed(&device, mix(&[cfg.seed, step, micro as u64]));
+                let loss = run_task("loss", step, || task.loss(&model, &batch))?;
+                let value = scalar(&loss);
+                if !value.is_finite() {
+                    return Err(non_finite(step, "loss", value, &last_checkpoint));
+                }
+                accumulate(&model, &loss.backward(), &mut grads);
+                window_loss += value;
+                window_batches += 1;
+                window_examples += batch.len() as u64;
+                seen += batch.len() as u64;
+            }
+            if cfg.grad_accumulation > 1 {
+                let scale = 1.0 / cfg.grad_accumulation as f64;
+                for g in grads.values_mut() {
+                    *g = g.clone().mul_scalar(scale);
+                }
+            }
+            let norm = match cfg.max_grad_norm {
+                Some(max) => clip_global_norm(&mut grads, max),
+                None => global_norm(&grads),
+            };
+            if !norm.is_finite() {
+                return Err(non_finite(step, "gradient norm", norm, &last_checkpoint));
+            }
+            let factor = schedule.factor(step);
+            model = optim.step(model, grads, &cfg.groups, factor)?;
+            step += 1;
+            train_seconds += started.elapsed().as_secs_f64();
+
+            let loss_now = window_loss / window_batches.max(1) as f64;
+            if step % cfg.log_every == 0 || step == cfg.steps {
+                let rate = window_examples as f64 / window_start.elapsed().as_secs_f64().max(1e-9);
+                let lr = cfg.groups.iter().filter(|g| !g.frozen).map(|g| (g.name.clone(), g.lr * factor)).collect();
+                log.push(Record::Train {
+                    step,
+                    epoch: loader.epochs(),
+                    loss: loss_now,
+                    grad_norm: norm,
+                    lr,
+                    examples_per_second: rate,
+                    seconds: train_seconds,
+                })?;
+                last_loss = Some(loss_now);
+                (window_loss, window_batches, window_examples) = (0.0, 0, 0);
+                window_start = Instant::now();
+            }
+            progress.update(step, &format!("loss {loss_now:.4} |g| {norm:.3}"));
+            if step % cfg.checkpoint_every == 0 || step == cfg.steps {
+                let state = TrainerState {
+                    format: CHECKPOINT_FORMAT.into(),
+                    version: CHECKPOINT_VERSION,
+                    step,
+                    data: loader.position(),
+                    train_seconds,
+                    examples: seen,
+                    optimizer_steps: BTreeMap::new(),
+                    config: cfg.clone(),
+                };
+                last_checkpoint = Some(self.save_checkpoint(&model, &optim, state)?);
+            }
+            if step == cfg.steps || (cfg.eval_every > 0 && step % cfg.eval_every == 0) {
+                self.evaluate(task, &model, step, &mut log, &progress)?;
+            }
+        }
+        if !has_eval(&log, step) {
+            self.evaluate(task, &model, step, &mut log, &progress)?;
+        }
+        progress.finish();
+        let plots = crate::plot::plot_history(&self.dir, log.records())?;
+        let evals = log
+            .records()
+            .iter()
+            .filter_map(|r| match r {
+                Record::Eval { step, metrics, .. } => Some((*step, metrics.clone())),
+                _ => None,
+            })
+            .collect();
+        let final_loss = last_loss.or_else(|| {
+            log.records().iter().rev().find_map(|r| match r {
+                Record::Train { loss, .. } => Some(*loss),
+                _ => None,
+            })
+        });
+        let summary = TrainSummary {
+            steps: step,
+            examples: seen,
+            train_seconds,
+            examples_per_second: seen as f64 / train_seconds.max(1e-9),
+            evals,
+            final_loss,
+            resumed_from,
+            plots,
+        };
+        Ok(Trained { model, summary })
+    }
+
+    fn evaluate<AB, M, T>(&self, task: &mut T, model: &M, step: u64, log: &mut MetricsLog, progress: &Progress) -> Result<()>
+    where
+        AB: AutodiffBackend,
+        M: AutodiffModule<AB>,
+        T: TrainTask<AB, M>,
+    {
+        let started = Instant::now();
+        let metrics = run_task("evaluation", step, || task.evaluate(&model.valid()))?;
+        let seconds = started.elapsed().as_secs_f64();
+        let shown: Vec<String> = metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+        progress.println(&format!("{}: eval at step {step}: {} ({seconds:.1}s)", self.config.label, shown.join(", ")));
+        log.push(Record::Eval { step, metrics, seconds })
+    }
+
+    /// Writes a checkpoint directory atomically (built under a temporary name, then renamed),
+    /// points `checkpoints/latest` at it and prunes the oldest beyond `keep_checkpoints`.
+    fn save_checkpoint<B: Backend, M: Module<B>>(
+        &self,
+        model: &M,
+        optim: &AdamW<impl Backend>,
+        mut state: TrainerState,
+    ) -> Result<PathBuf> {
+        let root = self.dir.join("checkpoints");
+        std::fs::create_dir_all(&root).map_err(io(&root))?;
+        let name = format!("step-{:08}", state.step);
+        let tmp = root.join(format!(".{name}.tmp"));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        rag_hf::save_module(model, &tmp.join("model.safetensors"))?;
+        let (tensors, steps) = optim.state();
+        rag_hf::write_safetensors(&tmp.join("optimizer.safetensors"), &tensors)?;
+        state.optimizer_steps = steps;
+        let json = serde_json::to_vec_pretty(&state).expect("the state serializes");
+        rag_hf::write_atomic(&tmp.join("trainer.json"), &json)?;
+        let dir = root.join(&name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+        }
+        std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
+        rag_hf::write_atomic(&root.join("latest"), name.as_bytes())?;
+        let mut all: Vec<PathBuf> = std::fs::read_dir(&root)
+            .map_err(io(&root))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-")))
+            .collect();
+        all.sort();
+        let keep = self.config.keep_checkpoints.max(1);
+        for old in all.iter().take(all.len().saturating_sub(keep)) {
+            std::fs::remove_dir_all(old).map_err(io(old))?;
+        }
+        Ok(dir)
+    }
+}
+
+/// The newest complete checkpoint under `run_dir/checkpoints` (the one `latest` names).
+pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>> {
+    let latest = run_dir.join("checkpoints").join("latest");
+    if !latest.exists() {
+        return Ok(None);
+    }
+    let name = std::fs::read_to_string(&latest).map_err(io(&latest))?;
+    let dir = run_dir.join("checkpoints").join(name.trim());
+    if !dir.join("trainer.json").is_file() {
+        return Err(TrainerError::Malformed {
+            path: latest,
+            message: format!("names {}, which has no trainer.json", dir.display()),
+        });
+    }
+    Ok(Some(dir))
+}
+
+fn read_state(dir: &Path) -> Result<TrainerState> {
+    let path = dir.join("trainer.json");
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    let state: TrainerState = serde_json::from_str(&text)
+        .map_err(|e| TrainerError::Malformed { path: path.clone(), message: format!("not a trainer checkpoint: {e}") })?;
+    if state.format != CHECKPOINT_FORMAT || state.version != CHECKPOINT_VERSION {
+        return Err(TrainerError::Malformed {
+            path,
+            message: format!(
+                "format {} version {}; this build reads {CHECKPOINT_FORMAT} version {CHECKPOINT_VERSION}",
+                state.format, state.version
+            ),
+        });
+    }
+    Ok(state)
+}
+
+fn scalar<B: Backend>(loss: &Tensor<B, 1>) -> f64 {
+    loss.clone().into_data().convert::<f64>().iter::<f64>().next().unwrap_or(f64::NAN)
+}
+
+fn non_finite(step: u64, what: &'static str, value: f64, checkpoint: &Option<PathBuf>) -> TrainerError {
+    let checkpoint = checkpoint.as_ref().map_or_else(|| "none".to_string(), |p| p.display().to_string());
+    TrainerError::NonFinite { step, what, value, checkpoint }
+}
+
+fn run_task<R>(what: &str, step: u64, f: impl FnOnce() -> std::result::Result<R, BoxError>) -> Result<R> {
+    f().map_err(|source| TrainerError::Task { context: format!("{what} at step {step}"), source })
+}
