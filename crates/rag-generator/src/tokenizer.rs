@@ -118,6 +118,18 @@ impl GeneratorTokenizer {
         vocab_size: usize,
         special_tokens: &[&str],
     ) -> Result<Self> {
+        Self::train_byte_level_bpe_with(texts, vocab_size, special_tokens, false)
+    }
+
+    /// [`GeneratorTokenizer::train_byte_level_bpe`], optionally with a space added before every
+    /// text (HF's `add_prefix_space`): a word then has the same token at the start of a text as
+    /// inside one, so an answer's tokens are the ones its passage contains.
+    pub fn train_byte_level_bpe_with<S: AsRef<str> + Send>(
+        texts: impl Iterator<Item = S> + Send,
+        vocab_size: usize,
+        special_tokens: &[&str],
+        add_prefix_space: bool,
+    ) -> Result<Self> {
         let fail =
             |e: tokenizers::Error| GeneratorError::Tokenizer { path: "<training>".into(), message: e.to_string() };
         let trainer = BpeTrainer::builder()
@@ -128,7 +140,7 @@ impl GeneratorTokenizer {
             .special_tokens(special_tokens.iter().map(|t| AddedToken::from(t.to_string(), true)).collect())
             .build();
         let mut tokenizer = Tokenizer::new(BPE::default());
-        tokenizer.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+        tokenizer.with_pre_tokenizer(Some(ByteLevel::new(add_prefix_space, true, true)));
         tokenizer.with_decoder(Some(ByteLevel::default()));
         let mut trainer = tokenizers::models::TrainerWrapper::from(trainer);
         tokenizer.train(&mut trainer, texts).map_err(fail)?;

@@ -21,7 +21,7 @@
 //! use burn::module::AutodiffModule;
 //! use burn::nn::{Linear, LinearConfig};
 //! use burn::tensor::{Tensor, TensorData};
-//! use rag_trainer::{BoxError, Metrics, TrainTask, Trainer, TrainerConfig};
+//! use rag_trainer::{BoxError, Decay, Metrics, ParamGroup, TrainTask, Trainer, TrainerConfig};
 //!
 //! type Ad = Autodiff<Flex>;
 //! /// Fits y = 2x with one linear layer.
@@ -40,7 +40,14 @@
 //!     }
 //! }
 //! let dir = tempfile::tempdir()?;
-//! let config = TrainerConfig { steps: 200, batch_size: 4, progress: false, ..TrainerConfig::default() };
+//! let config = TrainerConfig {
+//!     steps: 200,
+//!     batch_size: 4,
+//!     decay: Decay::Constant,
+//!     groups: vec![ParamGroup::new("all", &[""], 0.05, 0.0)],
+//!     progress: false,
+//!     ..TrainerConfig::default()
+//! };
 //! let data: Vec<f32> = (0..16).map(|i| i as f32 / 8.0 - 1.0).collect();
 //! let model = LinearConfig::new(1, 1).init::<Ad>(&Default::default());
 //! let trained = Trainer::new(config, dir.path()).fit(model, &mut Regression, &data, false)?;

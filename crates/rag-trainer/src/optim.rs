@@ -32,18 +32,43 @@ pub struct ParamGroup {
     pub weight_decay: f64,
     /// Frozen: the group's parameters get no gradient and are never changed.
     pub frozen: bool,
+    /// The group is held still before this optimizer step, then warms up linearly over the
+    /// schedule's warm-up length (e.g. a retriever that waits until the generator reads).
+    #[serde(default)]
+    pub start_step: u64,
 }
 
 impl ParamGroup {
     /// A trainable group.
     pub fn new(name: impl Into<String>, prefixes: &[&str], lr: f64, weight_decay: f64) -> Self {
         let prefixes = prefixes.iter().map(|p| p.to_string()).collect();
-        Self { name: name.into(), prefixes, lr, weight_decay, frozen: false }
+        Self { name: name.into(), prefixes, lr, weight_decay, frozen: false, start_step: 0 }
     }
 
     /// A frozen group.
     pub fn frozen(name: impl Into<String>, prefixes: &[&str]) -> Self {
         Self { frozen: true, ..Self::new(name, prefixes, 0.0, 0.0) }
+    }
+
+    /// The same group, held still before `step`.
+    pub fn starting_at(mut self, step: u64) -> Self {
+        self.start_step = step;
+        self
+    }
+
+    /// The group's learning rate at optimizer step `step` given the schedule's multiplier and
+    /// warm-up length: 0 before `start_step`, then `lr × factor`, ramped up linearly over
+    /// `warmup` steps when the group starts late.
+    pub fn lr_at(&self, step: u64, factor: f64, warmup: u64) -> f64 {
+        if self.frozen || step < self.start_step {
+            return 0.0;
+        }
+        let ramp = if self.start_step > 0 && warmup > 0 {
+            ((step - self.start_step + 1) as f64 / warmup as f64).min(1.0)
+        } else {
+            1.0
+        };
+        self.lr * factor * ramp
     }
 
     /// Whether `path` is under one of the prefixes.
@@ -107,9 +132,16 @@ impl<B: Backend> AdamW<B> {
     }
 
     /// Applies one update to every parameter of `module` that has a gradient in `grads`, with
-    /// learning rate `group.lr × factor`. Fails, before changing anything, on a gradient whose
-    /// parameter belongs to no group.
-    pub fn step<AB, M>(&mut self, module: M, grads: Gradients<B>, groups: &[ParamGroup], factor: f64) -> Result<M>
+    /// learning rate `lr(group)`; a group whose rate is 0 is left as it is (no decay, no moment
+    /// update). Fails, before changing anything, on a gradient whose parameter belongs to no
+    /// group.
+    pub fn step<AB, M>(
+        &mut self,
+        module: M,
+        grads: Gradients<B>,
+        groups: &[ParamGroup],
+        lr: impl Fn(&ParamGroup) -> f64,
+    ) -> Result<M>
     where
         AB: AutodiffBackend<InnerBackend = B>,
         M: AutodiffModule<AB>,
@@ -117,7 +149,7 @@ impl<B: Backend> AdamW<B> {
         if let Some(path) = grads.keys().find(|p| group_of(groups, p).is_none()) {
             return Err(TrainerError::Ungrouped(path.clone()));
         }
-        let mut update = Update::<B> { path: Vec::new(), grads, optim: self, groups, factor };
+        let mut update = Update::<B> { path: Vec::new(), grads, optim: self, groups, lr: &lr };
         Ok(module.map(&mut update))
     }
 
@@ -167,7 +199,7 @@ struct Update<'a, B: Backend> {
     grads: Gradients<B>,
     optim: &'a mut AdamW<B>,
     groups: &'a [ParamGroup],
-    factor: f64,
+    lr: &'a dyn Fn(&ParamGroup) -> f64,
 }
 
 impl<AB: AutodiffBackend<InnerBackend = B>, B: Backend> ModuleMapper<AB> for Update<'_, B> {
@@ -183,11 +215,11 @@ impl<AB: AutodiffBackend<InnerBackend = B>, B: Backend> ModuleMapper<AB> for Upd
         let path = self.path.join(".");
         let Some(grad) = self.grads.remove(&path) else { return param };
         let group = group_of(self.groups, &path).expect("checked in AdamW::step");
-        if group.frozen {
+        let lr = (self.lr)(group);
+        if group.frozen || lr == 0.0 {
             return param;
         }
         let AdamWConfig { beta1, beta2, epsilon } = self.optim.config;
-        let lr = group.lr * self.factor;
         let decay = if D >= 2 { group.weight_decay } else { 0.0 };
         let moments = self.optim.state.entry(path).or_insert_with(|| Moments {
             step: 0,

@@ -59,6 +59,14 @@ impl Progress {
         }
     }
 
+    /// A line that is always shown (through the bar when there is one).
+    pub(crate) fn announce(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
     pub(crate) fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();

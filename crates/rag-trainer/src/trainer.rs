@@ -179,6 +179,9 @@ struct TrainerState {
     train_seconds: f64,
     examples: u64,
     optimizer_steps: BTreeMap<String, u64>,
+    /// The loss sum and micro-batch count since the last `metrics.jsonl` line, so a resumed
+    /// run logs the same means.
+    window: (f64, u64),
     config: TrainerConfig,
 }
 
@@ -229,7 +232,7 @@ impl Trainer {
         let mut optim = AdamW::<AB::InnerBackend>::new(cfg.adamw);
         let metrics_path = self.dir.join("metrics.jsonl");
         let checkpoint = if resume { latest_checkpoint(&self.dir)? } else { None };
-        let (mut step, position, mut train_seconds, mut seen, mut log) = match &checkpoint {
+        let (mut step, position, mut train_seconds, mut seen, mut log, window) = match &checkpoint {
             Some(dir) => {
                 let state = read_state(dir)?;
                 if (state.config.batch_size, state.config.grad_accumulation, state.config.seed)
@@ -252,16 +255,16 @@ impl Trainer {
                 model = rag_hf::load_module(model, &dir.join("model.safetensors"), None)?;
                 optim.load_state(&dir.join("optimizer.safetensors"), &state.optimizer_steps, &device)?;
                 let log = MetricsLog::resume(&metrics_path, state.step)?;
-                (state.step, state.data, state.train_seconds, state.examples, log)
+                (state.step, state.data, state.train_seconds, state.examples, log, state.window)
             }
-            None => (0, DataPosition { epoch: 0, cursor: 0 }, 0.0, 0, MetricsLog::create(&metrics_path)?),
+            None => (0, DataPosition { epoch: 0, cursor: 0 }, 0.0, 0, MetricsLog::create(&metrics_path)?, (0.0, 0)),
         };
         let resumed_from = checkpoint.as_ref().map(|_| step);
         let mut last_checkpoint = checkpoint.clone();
         let mut loader = Loader::new(examples.len(), cfg.batch_size, cfg.seed, position);
         let progress = Progress::new(&cfg.label, step, cfg.steps, cfg.progress);
         if resumed_from.is_some() {
-            progress.println(&format!("{}: resuming at step {step} from {}", cfg.label, self.dir.display()));
+            progress.announce(&format!("{}: resuming at step {step} from {}", cfg.label, self.dir.display()));
             if cfg.refresh_every > 0 {
                 run_task("index refresh after resume", step, || task.refresh(&model.valid()))?;
             }
@@ -272,7 +275,7 @@ impl Trainer {
         }
 
         let schedule = cfg.schedule();
-        let (mut window_loss, mut window_batches, mut window_examples) = (0.0, 0u64, 0u64);
+        let (mut window_loss, mut window_batches, mut window_examples) = (window.0, window.1, 0u64);
         let mut window_start = Instant::now();
         let mut last_loss = None;
         while step < cfg.steps {
@@ -309,20 +312,22 @@ impl Trainer {
                 return Err(non_finite(step, "gradient norm", norm, &last_checkpoint));
             }
             let factor = schedule.factor(step);
-            model = optim.step(model, grads, &cfg.groups, factor)?;
+            let lr_of = |g: &ParamGroup| g.lr_at(step, factor, cfg.warmup_steps);
+            model = optim.step(model, grads, &cfg.groups, lr_of)?;
+            let lr: BTreeMap<String, f64> =
+                cfg.groups.iter().filter(|g| !g.frozen).map(|g| (g.name.clone(), lr_of(g))).collect();
             step += 1;
             train_seconds += started.elapsed().as_secs_f64();
 
             let loss_now = window_loss / window_batches.max(1) as f64;
             if step % cfg.log_every == 0 || step == cfg.steps {
                 let rate = window_examples as f64 / window_start.elapsed().as_secs_f64().max(1e-9);
-                let lr = cfg.groups.iter().filter(|g| !g.frozen).map(|g| (g.name.clone(), g.lr * factor)).collect();
                 log.push(Record::Train {
                     step,
                     epoch: loader.epochs(),
                     loss: loss_now,
                     grad_norm: norm,
-                    lr,
+                    lr: lr.clone(),
                     examples_per_second: rate,
                     seconds: train_seconds,
                 })?;
@@ -340,6 +345,7 @@ impl Trainer {
                     train_seconds,
                     examples: seen,
                     optimizer_steps: BTreeMap::new(),
+                    window: (window_loss, window_batches),
                     config: cfg.clone(),
                 };
                 last_checkpoint = Some(self.save_checkpoint(&model, &optim, state)?);

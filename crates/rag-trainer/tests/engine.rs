@@ -139,7 +139,7 @@ fn adamw_matches_pytorch_formula_with_decoupled_decay() {
     for (t, g) in grads_seq.iter().enumerate() {
         let mut grads = Gradients::<Flex>::new();
         grads.insert("first.weight".into(), Tensor::from_data(TensorData::new(g.map(|x| x as f32).to_vec(), [2]), &device));
-        model = optim.step(model, grads, &groups, 1.0).unwrap();
+        model = optim.step(model, grads, &groups, |g| g.lr).unwrap();
         let t = t as i32 + 1;
         for i in 0..2 {
             m[i] = b1 * m[i] + (1.0 - b1) * g[i];

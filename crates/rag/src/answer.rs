@@ -76,9 +76,31 @@ impl<B: Backend> RagModel<B> {
         generation: &GenerationConfig,
     ) -> Result<Vec<Answer>> {
         let retrieval = self.retrieve(knowledge, questions)?;
+        self.answer_retrieved(questions, &retrieval, mode, generation)
+    }
+
+    /// [`RagModel::answer`] with passages already retrieved (one row of `config.n_docs` per
+    /// question): for evaluating retrieval and answers from one search, or for answering from
+    /// passages chosen another way (a closed-book baseline passes one empty passage).
+    pub fn answer_retrieved(
+        &self,
+        questions: &[&str],
+        retrieval: &Retrieval<B>,
+        mode: DecodeMode,
+        generation: &GenerationConfig,
+    ) -> Result<Vec<Answer>> {
+        let [b, k] = retrieval.doc_scores.dims();
+        if b != questions.len() || k != self.config().n_docs || retrieval.passages.len() != b {
+            return Err(RagError::Mismatch(format!(
+                "{} questions, doc scores [{b}, {k}] and {} passage rows; the model retrieves {} passages",
+                questions.len(),
+                retrieval.passages.len(),
+                self.config().n_docs
+            )));
+        }
         let contexts = self.context_rows(questions, &retrieval.passages)?;
-        let tokens = self.decode(questions, &contexts, &retrieval, mode, generation)?;
-        self.provenance(&contexts, &retrieval, tokens, mode)
+        let tokens = self.decode(questions, &contexts, retrieval, mode, generation)?;
+        self.provenance(&contexts, retrieval, tokens, mode)
     }
 
     /// The best answer tokens of each question (cut after the first end-of-sequence token).

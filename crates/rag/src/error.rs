@@ -36,6 +36,19 @@ pub enum RagError {
         /// What is wrong.
         message: String,
     },
+    /// A bad line of a data file.
+    #[error("{path}:{line}: {message}")]
+    Data {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The line (1-based; 0 for the whole file).
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The trainer failed.
+    #[error(transparent)]
+    Trainer(#[from] rag_trainer::TrainerError),
     /// Parts that do not fit together (e.g. an index narrower than the encoder's vectors).
     #[error("{0}")]
     Mismatch(String),

@@ -20,6 +20,30 @@ pub fn index_store<B: Backend>(
     index: &mut dyn VectorIndex,
     options: &EncodeOptions,
 ) -> Result<EncodeReport> {
+    encode_store(encoder, tokenizer, store, index, options, |index, ids, vectors| index.add(ids, vectors))
+}
+
+/// Re-encodes every passage of `store` with `encoder` and replaces their vectors in `index`, in
+/// place (the index refresh of REPLUG / Atlas when the document encoder trains). Ids the index
+/// lacks are added.
+pub fn refresh_index<B: Backend>(
+    encoder: &Encoder<B>,
+    tokenizer: &TextTokenizer,
+    store: &PassageStore,
+    index: &mut dyn VectorIndex,
+    options: &EncodeOptions,
+) -> Result<EncodeReport> {
+    encode_store(encoder, tokenizer, store, index, options, |index, ids, vectors| index.update(ids, vectors))
+}
+
+fn encode_store<B: Backend>(
+    encoder: &Encoder<B>,
+    tokenizer: &TextTokenizer,
+    store: &PassageStore,
+    index: &mut dyn VectorIndex,
+    options: &EncodeOptions,
+    mut write: impl FnMut(&mut dyn VectorIndex, &[u64], &[f32]) -> rag_index::Result<()>,
+) -> Result<EncodeReport> {
     if index.dim() != encoder.dim() {
         return Err(RagError::Mismatch(format!(
             "the index holds {}-dimensional vectors, the encoder makes {}",
@@ -36,7 +60,7 @@ pub fn index_store<B: Backend>(
         }
     });
     let report = encode_passages(encoder, tokenizer, passages, Some(store.len() as u64), options, |ids, vectors| {
-        index.add(ids, vectors)
+        write(index, ids, vectors)
     })?;
     match read_error {
         Some(e) => Err(e.into()),

@@ -8,7 +8,7 @@ use burn::module::Module;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
-use rag_generator::{Bart, GeneratorTokenizer, Llama, Padded, PaddingSide};
+use rag_generator::{Bart, GenerationConfig, GeneratorTokenizer, Llama, Padded, PaddingSide};
 use rag_index::{NO_ID, PassageStore, VectorIndex, open_index};
 use rag_losses::{
     LsrConfig, NllConfig, Reduction, lm_nll, lm_scores, lsr_loss, rag_sequence_nll, rag_token_nll, split_docs,
@@ -51,6 +51,39 @@ impl<B: Backend> Generator<B> {
         match self {
             Self::Bart(m) => m.device(),
             Self::Llama(m) => m.device(),
+        }
+    }
+
+    /// Loads a HF checkpoint directory (`config.json` with `model_type` `bart` or `llama`, and
+    /// `model.safetensors`, single or sharded).
+    pub fn from_pretrained(dir: &std::path::Path, dropout: f64, device: &B::Device, dtype: DType) -> Result<Self> {
+        use rag_generator::ConfigFile;
+        let config_path = dir.join("config.json");
+        let raw: serde_json::Value = rag_hf::read_json(&config_path)?;
+        let checkpoint = rag_hf::Checkpoint::open(dir)?;
+        let loader = rag_hf::Loader::new(&checkpoint, "", device, dtype);
+        match raw.get("model_type").and_then(|t| t.as_str()) {
+            Some("bart") => {
+                let config = rag_generator::BartConfig::from_file(&config_path)?;
+                Ok(Self::Bart(Bart::load(&config, &loader, dropout)?))
+            }
+            Some("llama") => {
+                let config = rag_generator::LlamaConfig::from_file(&config_path)?;
+                Ok(Self::Llama(Llama::load(&config, &loader, dropout)?))
+            }
+            other => Err(RagError::Config {
+                path: config_path,
+                field: "model_type".into(),
+                message: format!("{other:?}: the generators are `bart` and `llama`"),
+            }),
+        }
+    }
+
+    /// Search options from the generator's config (its end, pad and start tokens), greedy.
+    pub fn generation_config(&self) -> GenerationConfig {
+        match self {
+            Self::Bart(m) => GenerationConfig::for_bart(m.config()),
+            Self::Llama(m) => GenerationConfig::for_llama(m.config()),
         }
     }
 
@@ -230,7 +263,17 @@ pub struct Retrieval<B: Backend> {
     pub doc_scores: Tensor<B, 2>,
 }
 
+/// The passage id of a closed-book "retrieval" (one empty passage with score 0).
+pub const CLOSED_BOOK_ID: u64 = u64::MAX - 1;
+
 impl<B: Backend> Retrieval<B> {
+    /// No retrieval: one empty passage per question with prior 1, so the generator reads the
+    /// question alone (a closed-book baseline; the model needs `n_docs == 1`).
+    pub fn closed_book(questions: usize, device: &B::Device) -> Self {
+        let empty = PassageText { id: CLOSED_BOOK_ID, title: String::new(), text: String::new() };
+        Self { passages: vec![vec![empty]; questions], doc_scores: Tensor::zeros([questions, 1], device) }
+    }
+
     /// `[B, K]`: `true` where a slot holds no passage.
     pub fn empty_slots(&self) -> Tensor<B, 2, Bool> {
         let [b, k] = self.doc_scores.dims();
@@ -321,6 +364,41 @@ impl<B: Backend> RagModel<B> {
         )?;
         let retriever = retriever.with_trainable_documents(config.train_document_encoder);
         Ok(Self { retriever, generator, config, query_tokenizer, passage_tokenizer, generator_tokenizer })
+    }
+
+    /// The same model with other options (the same checks as [`RagModel::new`]; the document
+    /// encoder's trainability follows `config.train_document_encoder`).
+    pub fn with_config(mut self, config: RagConfig) -> Result<Self> {
+        config.validate()?;
+        let decoder_only = matches!(self.generator, Generator::Llama(_));
+        if decoder_only != matches!(config.context, ContextFormat::Background { .. }) {
+            return Err(RagError::Config {
+                path: "<RagConfig>".into(),
+                field: "context".into(),
+                message: format!("does not suit the {} generator", self.generator.architecture()),
+            });
+        }
+        self.query_tokenizer = TextTokenizer::from_tokenizer(
+            self.passage_tokenizer.inner().clone(),
+            PathBuf::from("<query tokenizer>"),
+            Some(config.max_query_tokens.min(self.retriever.query_encoder().bert().max_positions())),
+        )?;
+        self.config = config;
+        Ok(self.refreeze())
+    }
+
+    /// The same model with the document encoder trained in the step or not
+    /// ([`RagConfig::train_document_encoder`]).
+    pub fn with_document_training(mut self, trainable: bool) -> Self {
+        self.config.train_document_encoder = trainable;
+        self.refreeze()
+    }
+
+    /// Every parameter marked trainable again, then the document encoder frozen unless the
+    /// config trains it: for a model brought back to an autodiff backend
+    /// (`RagModel::from_inner`), whose parameters may have lost the flag (BURN_0_21.md, trap 13).
+    pub fn into_trainable(self) -> Self {
+        self.map(&mut RequireGrad).refreeze()
     }
 
     /// Re-applies the document encoder's trainability after its parameters were replaced.
@@ -500,5 +578,17 @@ impl<B: Backend> RagModel<B> {
                 lsr_loss(doc_scores, scores, &lsr)?
             }
         })
+    }
+}
+
+/// Marks every float parameter trainable.
+struct RequireGrad;
+
+impl<B: Backend> burn::module::ModuleMapper<B> for RequireGrad {
+    fn map_float<const D: usize>(
+        &mut self,
+        param: burn::module::Param<Tensor<B, D>>,
+    ) -> burn::module::Param<Tensor<B, D>> {
+        param.set_require_grad(true)
     }
 }

@@ -1,0 +1,196 @@
+//! Training recipes: what each trains, with which loss, and the [`TrainTask`] that lets
+//! [`rag_trainer::Trainer`] drive a [`RagModel`].
+
+use std::str::FromStr;
+
+use burn::module::AutodiffModule;
+use burn::tensor::Tensor;
+use burn::tensor::backend::AutodiffBackend;
+use rag_retriever::EncodeOptions;
+use rag_trainer::{BoxError, Metrics, ParamGroup, TrainTask};
+
+use crate::eval::{EvalOptions, evaluate};
+use crate::indexing::refresh_index;
+use crate::model::{Knowledge, RagModel, Retrieval};
+use crate::qa::QaExample;
+use crate::{RagError, RagLoss, Result};
+
+/// A training recipe (`--recipe`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recipe {
+    /// RAG-Token (Lewis et al. 2020): BART generator and query encoder, trained end to end
+    /// through the doc scores.
+    RagToken,
+    /// RAG-Sequence: the same with the sequence-level marginal.
+    RagSequence,
+    /// RA-DIT's LM fine-tuning (Lin et al. 2023): a decoder-only LM, each retrieved passage its
+    /// own instance; the retriever is fixed.
+    RaDitLm,
+    /// RA-DIT's retriever fine-tuning: the query encoder learns from the LM-supervised
+    /// retrieval (LSR) KL against a frozen LM.
+    RaDitLsr,
+}
+
+impl Recipe {
+    /// Every recipe.
+    pub const ALL: [Recipe; 4] = [Recipe::RagToken, Recipe::RagSequence, Recipe::RaDitLm, Recipe::RaDitLsr];
+
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Recipe::RagToken => "rag-token",
+            Recipe::RagSequence => "rag-sequence",
+            Recipe::RaDitLm => "ra-dit-lm",
+            Recipe::RaDitLsr => "ra-dit-lsr",
+        }
+    }
+
+    /// The loss it trains with.
+    pub fn loss(self) -> RagLoss {
+        match self {
+            Recipe::RagToken => RagLoss::RagToken,
+            Recipe::RagSequence => RagLoss::RagSequence,
+            Recipe::RaDitLm => RagLoss::LmFinetune,
+            Recipe::RaDitLsr => RagLoss::Lsr,
+        }
+    }
+
+    /// Whether its generator is a decoder-only LM (RA-DIT) rather than BART.
+    pub fn decoder_only(self) -> bool {
+        matches!(self, Recipe::RaDitLm | Recipe::RaDitLsr)
+    }
+
+    /// Whether it trains the query encoder.
+    pub fn trains_retriever(self) -> bool {
+        !matches!(self, Recipe::RaDitLm)
+    }
+
+    /// Whether it trains the generator.
+    pub fn trains_generator(self) -> bool {
+        !matches!(self, Recipe::RaDitLsr)
+    }
+
+    /// The parameter groups of a [`RagModel`] under this recipe: the query encoder at
+    /// `retriever_lr`, the document encoder with it when `train_documents` (else frozen), the
+    /// generator at `generator_lr`; what the recipe does not train is frozen, and so is the query
+    /// encoder when `freeze_retriever` (the ablation). The retriever's groups start at
+    /// `retriever_start` (a generator that cannot read yet makes the doc-score gradient noise).
+    pub fn param_groups(
+        self,
+        retriever_lr: f64,
+        generator_lr: f64,
+        weight_decay: f64,
+        train_documents: bool,
+        freeze_retriever: bool,
+        retriever_start: u64,
+    ) -> Vec<ParamGroup> {
+        let query = if self.trains_retriever() && !freeze_retriever {
+            ParamGroup::new("query_encoder", &["retriever.query"], retriever_lr, weight_decay).starting_at(retriever_start)
+        } else {
+            ParamGroup::frozen("query_encoder", &["retriever.query"])
+        };
+        let document = if train_documents && self.trains_retriever() && !freeze_retriever {
+            ParamGroup::new("document_encoder", &["retriever.document"], retriever_lr, weight_decay)
+                .starting_at(retriever_start)
+        } else {
+            ParamGroup::frozen("document_encoder", &["retriever.document"])
+        };
+        let generator = if self.trains_generator() {
+            ParamGroup::new("generator", &["generator"], generator_lr, weight_decay)
+        } else {
+            ParamGroup::frozen("generator", &["generator"])
+        };
+        vec![query, document, generator]
+    }
+}
+
+impl FromStr for Recipe {
+    type Err = RagError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Recipe::ALL.into_iter().find(|r| r.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = Recipe::ALL.iter().map(|r| r.name()).collect();
+            RagError::Mismatch(format!("unknown recipe `{s}`; the recipes are {}", names.join(", ")))
+        })
+    }
+}
+
+impl std::fmt::Display for Recipe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A [`RagModel`] as a [`TrainTask`]: the configured loss over the live index, evaluation on
+/// held-out questions, and the index refresh (every passage re-encoded with the current
+/// document encoder, vectors replaced in place).
+pub struct RagTask {
+    /// The passages and their index (refreshed in place).
+    pub knowledge: Knowledge,
+    /// Questions evaluated at every evaluation.
+    pub eval: Vec<QaExample>,
+    /// How they are evaluated.
+    pub eval_options: EvalOptions,
+    /// Train and evaluate without retrieval (the closed-book baseline; `n_docs` must be 1).
+    pub closed_book: bool,
+    /// How the corpus is re-encoded at a refresh.
+    pub refresh: EncodeOptions,
+}
+
+impl<AB: AutodiffBackend> TrainTask<AB, RagModel<AB>> for RagTask {
+    type Item = QaExample;
+
+    fn loss(&mut self, model: &RagModel<AB>, batch: &[&QaExample]) -> std::result::Result<Tensor<AB, 1>, BoxError> {
+        let questions: Vec<&str> = batch.iter().map(|e| e.question.as_str()).collect();
+        let answers: Vec<&str> = batch.iter().map(|e| e.answers[0].as_str()).collect();
+        let output = if self.closed_book {
+            let retrieval = Retrieval::closed_book(questions.len(), &model.generator().device());
+            model.loss_from_retrieval(&questions, &answers, retrieval)?
+        } else {
+            model.loss(&self.knowledge, &questions, &answers)?
+        };
+        Ok(output.loss)
+    }
+
+    fn evaluate(
+        &mut self,
+        model: &<RagModel<AB> as AutodiffModule<AB>>::InnerModule,
+    ) -> std::result::Result<Metrics, BoxError> {
+        let options = EvalOptions { closed_book: self.closed_book, ..self.eval_options.clone() };
+        Ok(evaluate(model, &self.knowledge, &self.eval, &options)?.metrics())
+    }
+
+    fn refresh(
+        &mut self,
+        model: &<RagModel<AB> as AutodiffModule<AB>>::InnerModule,
+    ) -> std::result::Result<(), BoxError> {
+        let encoder = model.retriever().document_encoder();
+        refresh_index(encoder, model.passage_tokenizer(), &self.knowledge.store, self.knowledge.index.as_mut(), &self.refresh)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipes_parse_and_train_what_they_say() {
+        for r in Recipe::ALL {
+            assert_eq!(r.name().parse::<Recipe>().unwrap(), r);
+        }
+        let err = "rag-tokens".parse::<Recipe>().unwrap_err().to_string();
+        assert!(err.contains("rag-token, rag-sequence, ra-dit-lm, ra-dit-lsr"), "{err}");
+        let names = |groups: Vec<ParamGroup>| -> Vec<(String, bool, u64)> {
+            groups.into_iter().map(|g| (g.name, g.frozen, g.start_step)).collect()
+        };
+        let rag = names(Recipe::RagToken.param_groups(1e-4, 1e-3, 0.0, false, false, 7));
+        assert_eq!(rag, vec![("query_encoder".into(), false, 7), ("document_encoder".into(), true, 0), ("generator".into(), false, 0)]);
+        let ablation = names(Recipe::RagToken.param_groups(1e-4, 1e-3, 0.0, true, true, 7));
+        assert!(ablation[0].1 && ablation[1].1 && !ablation[2].1, "the ablation freezes both encoders: {ablation:?}");
+        let lsr = names(Recipe::RaDitLsr.param_groups(1e-4, 1e-3, 0.0, false, false, 0));
+        assert!(!lsr[0].1 && lsr[2].1, "LSR trains the query encoder against a frozen LM: {lsr:?}");
+        let lm = names(Recipe::RaDitLm.param_groups(1e-4, 1e-3, 0.0, false, false, 0));
+        assert!(lm[0].1 && !lm[2].1, "RA-DIT LM fine-tuning trains the LM only: {lm:?}");
+    }
+}

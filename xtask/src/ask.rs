@@ -1,0 +1,131 @@
+//! `cargo xtask eval` and `cargo xtask ask`: a trained run's model answering questions.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use burn::backend::Flex;
+use burn::tensor::DType;
+use clap::{Args, ValueEnum};
+use rag::{DecodeMode, EvalOptions, Knowledge, RagModel, evaluate, read_qa_jsonl};
+use serde_json::json;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Mode {
+    /// RAG-Token (BART) or ensemble (decoder-only) decoding.
+    Token,
+    /// RAG-Sequence thorough decoding (BART).
+    SequenceThorough,
+    /// RAG-Sequence fast decoding (BART).
+    SequenceFast,
+}
+
+impl From<Mode> for DecodeMode {
+    fn from(m: Mode) -> Self {
+        match m {
+            Mode::Token => DecodeMode::Token,
+            Mode::SequenceThorough => DecodeMode::SequenceThorough,
+            Mode::SequenceFast => DecodeMode::SequenceFast,
+        }
+    }
+}
+
+/// Where a model comes from.
+#[derive(Args, Debug)]
+pub struct ModelArgs {
+    /// A run directory of `cargo xtask train` (its `model/`), or a model directory written by
+    /// `RagModel::save` with its knowledge paths.
+    #[arg(long, default_value = "runs/rag-token")]
+    run: PathBuf,
+    /// Decoding mode.
+    #[arg(long, value_enum, default_value_t = Mode::Token)]
+    mode: Mode,
+    /// Beams (1: greedy).
+    #[arg(long, default_value_t = 1)]
+    beams: usize,
+    /// Longest answer in tokens.
+    #[arg(long, default_value_t = 16)]
+    max_new_tokens: usize,
+}
+
+fn load(args: &ModelArgs) -> Result<(RagModel<Flex>, Knowledge, PathBuf)> {
+    let dir = if args.run.join("model").join("rag.json").is_file() { args.run.join("model") } else { args.run.clone() };
+    if !dir.join("rag.json").is_file() {
+        bail!("{}: no trained model here (expected {}/model/rag.json from `cargo xtask train`)", args.run.display(), args.run.display());
+    }
+    let loaded = RagModel::<Flex>::load(&dir, &Default::default(), DType::F32)
+        .with_context(|| format!("loading the model in {}", dir.display()))?;
+    let paths = loaded.knowledge.with_context(|| format!("{} names no passage store and index", dir.display()))?;
+    let knowledge = Knowledge::open(&paths)?;
+    Ok((loaded.model, knowledge, dir))
+}
+
+fn generation(model: &RagModel<Flex>, args: &ModelArgs) -> rag::rag_generator::GenerationConfig {
+    let mut g = model.generator().generation_config();
+    g.max_new_tokens = Some(args.max_new_tokens);
+    g.num_beams = args.beams;
+    g
+}
+
+/// Arguments of `cargo xtask eval`.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Questions: JSONL of {"question", "answers": [...]} (default: the run's held-out
+    /// questions, `data/eval.jsonl`).
+    #[arg(long)]
+    dev: Option<PathBuf>,
+    /// Evaluate at most this many.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+pub fn eval(args: EvalArgs) -> Result<ExitCode> {
+    let (model, knowledge, dir) = load(&args.model)?;
+    let dev = args.dev.clone().unwrap_or_else(|| args.model.run.join("data").join("eval.jsonl"));
+    let mut examples = read_qa_jsonl(&dev)?;
+    if let Some(limit) = args.limit {
+        examples.truncate(limit);
+    }
+    let options = EvalOptions {
+        batch_size: 32,
+        ks: vec![1, 5, 20],
+        mode: args.model.mode.into(),
+        generation: generation(&model, &args.model),
+        closed_book: false,
+    };
+    let started = std::time::Instant::now();
+    let report = evaluate(&model, &knowledge, &examples, &options)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json!({
+            "model": dir,
+            "questions": dev,
+            "examples": report.examples,
+            "metrics": report.metrics(),
+            "seconds": started.elapsed().as_secs_f64(),
+        }))?
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `cargo xtask ask`.
+#[derive(Args, Debug)]
+pub struct AskArgs {
+    /// The question.
+    question: String,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+pub fn ask(args: AskArgs) -> Result<ExitCode> {
+    let (model, knowledge, _) = load(&args.model)?;
+    let answers = model.answer(&knowledge, &[args.question.as_str()], args.model.mode.into(), &generation(&model, &args.model))?;
+    let answer = &answers[0];
+    println!("{}", answer.text.trim());
+    for p in &answer.passages {
+        println!("  [{:>5.1}% prior, {:>5.1}% posterior] #{} {}: {}", 100.0 * p.prior, 100.0 * p.posterior, p.id, p.title, p.text);
+    }
+    Ok(ExitCode::SUCCESS)
+}

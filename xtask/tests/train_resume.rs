@@ -1,0 +1,69 @@
+//! `cargo xtask train` killed (SIGKILL) in the middle of training and resumed with `--resume`
+//! ends with the metrics of an uninterrupted run: the same losses at every logged step and the
+//! same evaluation.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn train(runs: &Path, name: &str, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(["train", "--runs-dir"]).arg(runs).args(["--name", name]);
+    cmd.args([
+        "--entities", "30", "--steps", "16", "--batch-size", "8", "--checkpoint-every", "4", "--eval-limit", "12",
+        "--no-baselines", "--progress", "false",
+    ]);
+    cmd.args(extra);
+    cmd
+}
+
+fn losses(run: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(run.join("main").join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["kind"] == "train")
+        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
+        .collect()
+}
+
+fn report(run: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn a_run_killed_mid_training_and_resumed_matches_an_uninterrupted_one() {
+    let runs = tempfile::tempdir().unwrap();
+    let whole = train(runs.path(), "whole", &[]).output().unwrap();
+    assert!(whole.status.success(), "{}", String::from_utf8_lossy(&whole.stderr));
+    let last_line = String::from_utf8_lossy(&whole.stdout).lines().last().unwrap().to_string();
+    assert!(last_line.ends_with("report.json") && Path::new(&last_line).is_file(), "last line: {last_line}");
+
+    // Kill the second run as soon as its second checkpoint (step 8) is in place.
+    let cut = runs.path().join("cut");
+    let mut child = train(runs.path(), "cut", &[]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let latest = cut.join("main").join("checkpoints").join("latest");
+    loop {
+        if std::fs::read_to_string(&latest).is_ok_and(|s| s.trim() == "step-00000008") {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        assert!(Instant::now() < deadline, "no checkpoint at step 8 in time");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!cut.join("report.json").exists(), "killed before the end");
+
+    let resumed = train(runs.path(), "cut", &["--resume"]).output().unwrap();
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    assert!(String::from_utf8_lossy(&resumed.stderr).contains("resuming at step"));
+    let (a, b) = (report(&runs.path().join("whole")), report(&cut));
+    assert_eq!(b["stages"]["main"]["resumed_from"].as_u64().map(|s| s >= 8), Some(true), "{b}");
+    assert_eq!(losses(&runs.path().join("whole")), losses(&cut), "every logged loss, each step once");
+    assert_eq!(a["after"], b["after"], "the same final evaluation");
+    assert_eq!(a["before"], b["before"]);
+}
