@@ -32,7 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train a RAG model end to end (default: the embedded generated task).
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Evaluate a trained run on questions: recall@k, exact match, F1.
     Eval(ask::EvalArgs),
     /// Answer a question with a trained run, with provenance.
@@ -50,7 +50,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Train(args) => train::run(args),
+        Command::Train(args) => train::run(*args),
         Command::Eval(args) => ask::eval(args),
         Command::Ask(args) => ask::ask(args),
         Command::Parity(args) => parity::run(args),

@@ -137,10 +137,11 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         world.eval.len(),
         if args.corpus.is_none() { " (embedded generated task, held-out entities)" } else { "" }
     );
-    let (default_steps, default_rlr, default_glr) = defaults(recipe);
-    let steps = args.steps.unwrap_or(default_steps);
-    let rlr = args.retriever_lr.unwrap_or(default_rlr);
-    let glr = args.generator_lr.unwrap_or(default_glr);
+    let steps = args.steps.unwrap_or(defaults(recipe).0);
+    // Each stage's learning rates are its own recipe's (RA-DIT's `lm` stage trains the LM that
+    // the LSR stage then freezes), unless given.
+    let lrs = |r: Recipe| (args.retriever_lr.unwrap_or(defaults(r).1), args.generator_lr.unwrap_or(defaults(r).2));
+    let (rlr, glr) = lrs(recipe);
     let eval_options = EvalOptions {
         batch_size: 32,
         ks: vec![1, 5],
@@ -191,6 +192,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             Recipe::RaDitLsr => args.retriever_start.unwrap_or(0),
             _ => args.retriever_start.unwrap_or(steps / 3),
         };
+        let (rlr, glr) = lrs(stage_recipe);
         let groups =
             stage_recipe.param_groups(rlr, glr, 0.01, train_docs && !closed_book, freeze_retriever || closed_book, start);
         let trainer = Trainer::new(trainer_config(label, steps, groups), run_dir.join(label));
@@ -350,15 +352,20 @@ fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Builds a fresh model for a recipe with `n_docs` passages.
+type Builder<B> = Box<dyn Fn(Recipe, usize) -> Result<RagModel<B>> + Send + Sync>;
+/// Encodes the corpus with a model's document encoder.
+type KnowledgeFor = Box<dyn Fn(&RagModel<Flex>) -> Result<Knowledge> + Send + Sync>;
+
 /// What a run trains on: data, a way to build fresh models, and the knowledge for a model.
 struct World {
     train: Vec<QaExample>,
     eval: Vec<QaExample>,
     store_path: PathBuf,
     knowledge: Knowledge,
-    build: Box<dyn Fn(Recipe, usize) -> Result<RagModel<Flex>> + Send + Sync>,
-    build_ad: Box<dyn Fn(Recipe, usize) -> Result<RagModel<Ad>> + Send + Sync>,
-    knowledge_for: Box<dyn Fn(&RagModel<Flex>) -> Result<Knowledge> + Send + Sync>,
+    build: Builder<Flex>,
+    build_ad: Builder<Ad>,
+    knowledge_for: KnowledgeFor,
 }
 
 fn embedded_world(args: &TrainArgs, recipe: Recipe, run_dir: &Path) -> Result<World> {
@@ -400,13 +407,14 @@ fn user_world(args: &TrainArgs, recipe: Recipe, run_dir: &Path) -> Result<World>
             bail!("{what} {}: no such file", path.display());
         }
     }
+    // The data first: a bad line fails in a second, before any model is read.
+    let train = read_qa_jsonl(train)?;
+    let mut eval = read_qa_jsonl(dev)?;
     for (what, path) in [("--retriever", retriever), ("--generator", generator)] {
         if !path.join("config.json").is_file() || !path.join("tokenizer.json").is_file() {
             bail!("{what} {}: not a HF model directory with config.json and tokenizer.json", path.display());
         }
     }
-    let train = read_qa_jsonl(train)?;
-    let mut eval = read_qa_jsonl(dev)?;
     if let Some(limit) = args.eval_limit {
         eval.truncate(limit);
     }

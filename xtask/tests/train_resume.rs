@@ -67,3 +67,54 @@ fn a_run_killed_mid_training_and_resumed_matches_an_uninterrupted_one() {
     assert_eq!(a["after"], b["after"], "the same final evaluation");
     assert_eq!(a["before"], b["before"]);
 }
+
+#[test]
+fn user_data_with_a_bad_line_fails_early_naming_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let corpus = write("corpus.jsonl", "{\"id\": 1, \"title\": \"t\", \"text\": \"x\"}\n");
+    let train = write("train.jsonl", "{\"question\": \"q\", \"answers\": [\"a\"]}\n{\"question\": \"q\", \"answers\": []}\n");
+    let dev = write("dev.jsonl", "{\"question\": \"q\", \"answers\": [\"a\"]}\n");
+    let run = |train: &Path, retriever: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["train", "--runs-dir"])
+            .arg(dir.path().join("runs"))
+            .arg("--corpus")
+            .arg(&corpus)
+            .arg("--train")
+            .arg(train)
+            .arg("--dev")
+            .arg(&dev)
+            .arg("--retriever")
+            .arg(retriever)
+            .arg("--generator")
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = run(&train, dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("train.jsonl:2") && stderr.contains("`answers` is an empty list"), "{stderr}");
+    let good = write("good.jsonl", "{\"question\": \"q\", \"answers\": [\"a\"]}\n");
+    let out = run(&good, &dir.path().join("nowhere"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--retriever") && stderr.contains("nowhere"), "{stderr}");
+}
+
+#[test]
+fn training_the_document_encoder_refreshes_the_index_and_reports_it() {
+    let runs = tempfile::tempdir().unwrap();
+    let out = train(runs.path(), "docs", &["--train-doc-encoder", "--refresh-every", "4", "--retriever-start", "0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = report(&runs.path().join("docs"));
+    assert_eq!(report["settings"]["train_doc_encoder"], true);
+    let lr = std::fs::read_to_string(runs.path().join("docs").join("main").join("metrics.jsonl")).unwrap();
+    assert!(lr.contains("\"document_encoder\""), "the document encoder has a learning rate: {lr}");
+}

@@ -39,7 +39,7 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.set_position(step);
             bar.set_message(message.to_string());
-        } else if self.plain && (step % self.every == 0 || step == self.total) {
+        } else if self.plain && (step.is_multiple_of(self.every) || step == self.total) {
             let done = (step - self.first) as f64;
             let elapsed = self.start.elapsed().as_secs_f64();
             let rate = done / elapsed.max(1e-9);

@@ -115,7 +115,7 @@ fn params(model: &Mlp<Ad>) -> Vec<f64> {
     let m = model.valid();
     [m.first.weight.val(), m.second.weight.val()]
         .into_iter()
-        .flat_map(|t| values(t))
+        .flat_map(values)
         .chain(values(m.first.bias.unwrap().val()))
         .collect()
 }

@@ -147,11 +147,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("train.jsonl");
         let cases = [
-            ("{\"question\": \"q\", \"answers\": [\"a\"]}\n{\"answers\": [\"a\"]}\n", "line 2: missing field `question`"),
-            ("{\"question\": \"q\", \"answers\": []}\n", "line 1: `answers` is an empty list"),
-            ("{\"question\": \"q\", \"answers\": [\"a\", \" \"]}\n", "line 1: answer 1 is empty"),
-            ("{\"question\": \"q\"\n", "line 1: not a QA object"),
-            ("{\"question\": \"q\", \"answer\": [\"a\"]}\n", "line 1: not a QA object: unknown field `answer`"),
+            ("{\"question\": \"q\", \"answers\": [\"a\"]}\n{\"answers\": [\"a\"]}\n", ":2: missing field `question`"),
+            ("{\"question\": \"q\", \"answers\": []}\n", ":1: `answers` is an empty list"),
+            ("{\"question\": \"q\", \"answers\": [\"a\", \" \"]}\n", ":1: answer 1 is empty"),
+            ("{\"question\": \"q\"\n", ":1: not a QA object"),
+            ("{\"question\": \"q\", \"answer\": [\"a\"]}\n", ":1: not a QA object: unknown field `answer`"),
         ];
         for (text, want) in cases {
             std::fs::write(&path, text).unwrap();
