@@ -58,8 +58,8 @@ pub struct TrainArgs {
     /// (default: a third of the steps for the RAG recipes, 0 for RA-DIT's LSR stage).
     #[arg(long)]
     pub retriever_start: Option<u64>,
-    /// Evaluate every this many steps (0: before and after only).
-    #[arg(long, default_value_t = 0)]
+    /// Evaluate every this many steps as well as before and after (0: before and after only).
+    #[arg(long, default_value_t = 200)]
     pub eval_every: u64,
     /// Checkpoint every this many steps.
     #[arg(long, default_value_t = 100)]

@@ -85,12 +85,11 @@ fn parity_fails_when_a_fixture_value_is_wrong() {
 }
 
 #[test]
-fn train_explains_itself_and_exits_non_zero_until_the_trainer_lands() {
-    let out = xtask(&["train"]);
+fn train_refuses_an_unknown_recipe_naming_the_recipes() {
+    let out = xtask(&["train", "--recipe", "rag-tokn", "--runs-dir", "/nonexistent-runs-dir/x"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(err.contains("not implemented yet"), "{err}");
-    assert!(err.contains("rag-token"), "{err}");
+    assert!(!out.status.success());
+    assert!(err.contains("unknown recipe `rag-tokn`") && err.contains("ra-dit-lsr"), "{err}");
 }
 
 #[test]

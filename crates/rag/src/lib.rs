@@ -15,7 +15,12 @@
 //! - [`RagModel::save`] / [`RagModel::load`]: whole-model checkpoints in one directory.
 //! - [`HfRag`]: HF's RAG checkpoints (`RagTokenForGeneration` layout), with HF's losses and
 //!   decoding ([`RagTokenDecoder`], [`rag_sequence_thorough`], [`rag_sequence_fast`]).
-//! - [`index_store`]: a passage store encoded into a vector index by the document encoder.
+//! - [`index_store`] / [`refresh_index`]: a passage store encoded into a vector index by the
+//!   document encoder, and re-encoded in place after the encoder changed.
+//! - Training: [`Recipe`] (RAG-Token, RAG-Sequence, RA-DIT LM fine-tuning, RA-DIT LSR: loss and
+//!   parameter groups) and [`RagTask`], the [`rag_trainer::TrainTask`] of a model over live
+//!   [`Knowledge`]; [`evaluate`] (recall@k, exact match, F1); [`QaExample`] files
+//!   ([`read_qa_jsonl`]); the embedded task ([`SyntheticTask`], [`EmbeddedSetup`]).
 //!
 //! It picks no backend: the leaf (xtask, benches, tests) does.
 
