@@ -16,6 +16,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Result, TrainerError};
 
+/// The module path of the parameter a mapper or visitor is at (`generator.decoder.layers.0…`).
+#[derive(Debug, Default)]
+struct ModulePath(Vec<String>);
+
+impl ModulePath {
+    fn enter(&mut self, name: &str) {
+        self.0.push(name.to_string());
+    }
+
+    fn exit(&mut self) {
+        self.0.pop();
+    }
+
+    fn name(&self) -> String {
+        self.0.join(".")
+    }
+}
+
 /// A set of parameters with its own peak learning rate and weight decay, chosen by module-path
 /// prefix (`"retriever.query"` covers every parameter under it; `""` covers all). A parameter
 /// belongs to the first group that covers it.
@@ -149,7 +167,7 @@ impl<B: Backend> AdamW<B> {
         if let Some(path) = grads.keys().find(|p| group_of(groups, p).is_none()) {
             return Err(TrainerError::Ungrouped(path.clone()));
         }
-        let mut update = Update::<B> { path: Vec::new(), grads, optim: self, groups, lr: &lr };
+        let mut update = Update::<B> { path: ModulePath::default(), grads, optim: self, groups, lr: &lr };
         Ok(module.map(&mut update))
     }
 
@@ -195,7 +213,7 @@ impl<B: Backend> AdamW<B> {
 }
 
 struct Update<'a, B: Backend> {
-    path: Vec<String>,
+    path: ModulePath,
     grads: Gradients<B>,
     optim: &'a mut AdamW<B>,
     groups: &'a [ParamGroup],
@@ -204,15 +222,15 @@ struct Update<'a, B: Backend> {
 
 impl<AB: AutodiffBackend<InnerBackend = B>, B: Backend> ModuleMapper<AB> for Update<'_, B> {
     fn enter_module(&mut self, name: &str, _container: &str) {
-        self.path.push(name.to_string());
+        self.path.enter(name);
     }
 
     fn exit_module(&mut self, _name: &str, _container: &str) {
-        self.path.pop();
+        self.path.exit();
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<AB, D>>) -> Param<Tensor<AB, D>> {
-        let path = self.path.join(".");
+        let path = self.path.name();
         let Some(grad) = self.grads.remove(&path) else { return param };
         let group = group_of(self.groups, &path).expect("checked in AdamW::step");
         let lr = (self.lr)(group);
@@ -250,23 +268,23 @@ pub fn accumulate<AB: AutodiffBackend, M: AutodiffModule<AB>>(
     grads: &AB::Gradients,
     into: &mut Gradients<AB::InnerBackend>,
 ) {
-    let mut collect = Collect::<AB> { path: Vec::new(), grads, into };
+    let mut collect = Collect::<AB> { path: ModulePath::default(), grads, into };
     module.visit(&mut collect);
 }
 
 struct Collect<'a, AB: AutodiffBackend> {
-    path: Vec<String>,
+    path: ModulePath,
     grads: &'a AB::Gradients,
     into: &'a mut Gradients<AB::InnerBackend>,
 }
 
 impl<AB: AutodiffBackend> ModuleVisitor<AB> for Collect<'_, AB> {
     fn enter_module(&mut self, name: &str, _container: &str) {
-        self.path.push(name.to_string());
+        self.path.enter(name);
     }
 
     fn exit_module(&mut self, _name: &str, _container: &str) {
-        self.path.pop();
+        self.path.exit();
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
@@ -277,7 +295,7 @@ impl<AB: AutodiffBackend> ModuleVisitor<AB> for Collect<'_, AB> {
         let Some(grad) = value.grad(self.grads) else { return };
         let n = grad.dims().iter().product::<usize>();
         let grad = grad.reshape([n]);
-        let path = self.path.join(".");
+        let path = self.path.name();
         let summed = match self.into.remove(&path) {
             Some(previous) => previous + grad,
             None => grad,
@@ -312,26 +330,26 @@ pub fn clip_global_norm<B: Backend>(grads: &mut Gradients<B>, max_norm: f64) -> 
 /// Marks the parameters of frozen groups as not requiring gradients, so the backward pass skips
 /// them.
 pub fn freeze<AB: AutodiffBackend, M: Module<AB>>(module: M, groups: &[ParamGroup]) -> M {
-    let mut mapper = Freeze { path: Vec::new(), groups };
+    let mut mapper = Freeze { path: ModulePath::default(), groups };
     module.map(&mut mapper)
 }
 
 struct Freeze<'a> {
-    path: Vec<String>,
+    path: ModulePath,
     groups: &'a [ParamGroup],
 }
 
 impl<B: Backend> ModuleMapper<B> for Freeze<'_> {
     fn enter_module(&mut self, name: &str, _container: &str) {
-        self.path.push(name.to_string());
+        self.path.enter(name);
     }
 
     fn exit_module(&mut self, _name: &str, _container: &str) {
-        self.path.pop();
+        self.path.exit();
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        match group_of(self.groups, &self.path.join(".")) {
+        match group_of(self.groups, &self.path.name()) {
             Some(group) if group.frozen => param.set_require_grad(false),
             _ => param,
         }
@@ -341,23 +359,23 @@ impl<B: Backend> ModuleMapper<B> for Freeze<'_> {
 /// Module paths of the trainable parameters of `module`, in visiting order.
 pub fn trainable_paths<B: Backend, M: Module<B>>(module: &M) -> Vec<String> {
     struct Paths {
-        path: Vec<String>,
+        path: ModulePath,
         out: Vec<String>,
     }
     impl<B: Backend> ModuleVisitor<B> for Paths {
         fn enter_module(&mut self, name: &str, _container: &str) {
-            self.path.push(name.to_string());
+            self.path.enter(name);
         }
         fn exit_module(&mut self, _name: &str, _container: &str) {
-            self.path.pop();
+            self.path.exit();
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
             if param.val().is_require_grad() {
-                self.out.push(self.path.join("."));
+                self.out.push(self.path.name());
             }
         }
     }
-    let mut paths = Paths { path: Vec::new(), out: Vec::new() };
+    let mut paths = Paths { path: ModulePath::default(), out: Vec::new() };
     module.visit(&mut paths);
     paths.out
 }
