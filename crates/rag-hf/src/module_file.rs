@@ -12,26 +12,36 @@ use burn::tensor::{DType, Tensor, TensorData};
 
 use crate::{Checkpoint, HfError, Result, write_safetensors};
 
-/// Tracks the module path of the parameter being visited or mapped.
-#[derive(Default)]
-struct PathStack(Vec<String>);
+/// The module path of the parameter a `ModuleMapper` or `ModuleVisitor` is at
+/// (`generator.decoder.layers.0.self_attn.q_proj.weight`): call [`ModulePath::enter`] and
+/// [`ModulePath::exit`] from `enter_module` / `exit_module`.
+#[derive(Debug, Default, Clone)]
+pub struct ModulePath(Vec<String>);
 
-impl PathStack {
-    fn enter(&mut self, name: &str) {
+impl ModulePath {
+    /// Steps into a field or module named `name`.
+    pub fn enter(&mut self, name: &str) {
         self.0.push(name.to_string());
     }
 
-    fn exit(&mut self) {
+    /// Steps back out.
+    pub fn exit(&mut self) {
         self.0.pop();
     }
 
-    fn name(&self) -> String {
+    /// The dotted path.
+    pub fn name(&self) -> String {
         self.0.join(".")
+    }
+
+    /// Whether a segment of the path is `segment`.
+    pub fn contains(&self, segment: &str) -> bool {
+        self.0.iter().any(|s| s == segment)
     }
 }
 
 struct Collect {
-    path: PathStack,
+    path: ModulePath,
     out: Vec<(String, TensorData)>,
 }
 
@@ -51,7 +61,7 @@ impl<B: Backend> ModuleVisitor<B> for Collect {
 
 /// The float parameters of `module`, named by module path, in visiting order.
 pub fn module_tensors<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, TensorData)> {
-    let mut collect = Collect { path: PathStack::default(), out: Vec::new() };
+    let mut collect = Collect { path: ModulePath::default(), out: Vec::new() };
     module.visit(&mut collect);
     collect.out
 }
@@ -74,7 +84,7 @@ pub fn save_module<B: Backend, M: Module<B>>(module: &M, path: &Path) -> Result<
 struct Apply<'a> {
     checkpoint: &'a Checkpoint,
     dtype: Option<DType>,
-    path: PathStack,
+    path: ModulePath,
     used: BTreeSet<String>,
     error: Option<HfError>,
 }
@@ -138,7 +148,7 @@ impl<B: Backend> ModuleMapper<B> for Apply<'_> {
 pub fn load_module<B: Backend, M: Module<B>>(module: M, path: &Path, dtype: Option<DType>) -> Result<M> {
     let checkpoint = Checkpoint::open(path)?;
     let mut apply =
-        Apply { checkpoint: &checkpoint, dtype, path: PathStack::default(), used: BTreeSet::new(), error: None };
+        Apply { checkpoint: &checkpoint, dtype, path: ModulePath::default(), used: BTreeSet::new(), error: None };
     let module = module.map(&mut apply);
     if let Some(e) = apply.error {
         return Err(e);

@@ -14,25 +14,9 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::{Deserialize, Serialize};
 
+use rag_hf::ModulePath;
+
 use crate::{Result, TrainerError};
-
-/// The module path of the parameter a mapper or visitor is at (`generator.decoder.layers.0…`).
-#[derive(Debug, Default)]
-struct ModulePath(Vec<String>);
-
-impl ModulePath {
-    fn enter(&mut self, name: &str) {
-        self.0.push(name.to_string());
-    }
-
-    fn exit(&mut self) {
-        self.0.pop();
-    }
-
-    fn name(&self) -> String {
-        self.0.join(".")
-    }
-}
 
 /// A set of parameters with its own peak learning rate and weight decay, chosen by module-path
 /// prefix (`"retriever.query"` covers every parameter under it; `""` covers all). A parameter

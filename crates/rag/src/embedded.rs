@@ -175,20 +175,20 @@ impl EmbeddedSetup {
 /// miniature); training has to turn it into entity matching.
 #[derive(Default)]
 struct BagOfWordsInit {
-    path: Vec<String>,
+    path: rag_hf::ModulePath,
 }
 
 impl<B: Backend> ModuleMapper<B> for BagOfWordsInit {
     fn enter_module(&mut self, name: &str, _container: &str) {
-        self.path.push(name.to_string());
+        self.path.enter(name);
     }
 
     fn exit_module(&mut self, _name: &str, _container: &str) {
-        self.path.pop();
+        self.path.exit();
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let zero = self.path.iter().any(|p| p == "position_embeddings" || p == "token_type_embeddings");
+        let zero = self.path.contains("position_embeddings") || self.path.contains("token_type_embeddings");
         // `map` also materializes the lazily initialized parameters: a clone of a lazy one would
         // draw its own values, and the two encoders would not start as one network.
         param.map(|t| if zero { t.zeros_like().require_grad() } else { t })
