@@ -132,7 +132,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let world = if args.corpus.is_some() { user_world(&args, recipe, &run_dir)? } else { embedded_world(&args, recipe, &run_dir)? };
     eprintln!(
         "{name}: recipe {recipe}, {} passages, {} training questions, {} evaluation questions{}",
-        world.knowledge.store.len(),
+        world.passages,
         world.train.len(),
         world.eval.len(),
         if args.corpus.is_none() { " (embedded generated task, held-out entities)" } else { "" }
@@ -146,12 +146,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         batch_size: 32,
         ks: vec![1, 5],
         mode: DecodeMode::Token,
-        generation: {
-            let model = (world.build)(recipe, n_docs)?;
-            let mut g = model.generator().generation_config();
-            g.max_new_tokens = Some(12);
-            g
-        },
+        generation: rag::rag_generator::GenerationConfig { max_new_tokens: Some(12), ..world.generation.clone() },
         closed_book: false,
     };
     let trainer_config = |label: &str, steps: u64, groups| TrainerConfig {
@@ -294,7 +289,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         "settings": {
             "steps": steps, "batch_size": args.batch_size, "grad_accumulation": args.grad_accumulation,
             "retriever_lr": rlr, "generator_lr": glr, "n_docs": n_docs, "seed": args.seed,
-            "train_doc_encoder": train_docs, "passages": world.knowledge.store.len(),
+            "train_doc_encoder": train_docs, "passages": world.passages,
             "train_questions": world.train.len(), "eval_questions": world.eval.len(),
         },
         "model": run_dir.join("model"),
@@ -357,13 +352,16 @@ type Builder<B> = Box<dyn Fn(Recipe, usize) -> Result<RagModel<B>> + Send + Sync
 /// Encodes the corpus with a model's document encoder.
 type KnowledgeFor = Box<dyn Fn(&RagModel<Flex>) -> Result<Knowledge> + Send + Sync>;
 
-/// What a run trains on: data, a way to build fresh models, and the knowledge for a model.
+/// What a run trains on: data, a way to build fresh models, and the knowledge for a model (each
+/// stage encodes the corpus with its own model; nothing is encoded before that).
 struct World {
     train: Vec<QaExample>,
     eval: Vec<QaExample>,
     store_path: PathBuf,
-    knowledge: Knowledge,
-    build: Builder<Flex>,
+    /// Passages in the store.
+    passages: usize,
+    /// Search options from the generator's config.
+    generation: rag::rag_generator::GenerationConfig,
     build_ad: Builder<Ad>,
     knowledge_for: KnowledgeFor,
 }
@@ -376,19 +374,18 @@ fn embedded_world(args: &TrainArgs, recipe: Recipe, run_dir: &Path) -> Result<Wo
     rag::write_qa_jsonl(&run_dir.join("data").join("train.jsonl"), &setup.task.train)?;
     rag::write_qa_jsonl(&run_dir.join("data").join("eval.jsonl"), &setup.task.eval)?;
     let seed = args.seed;
-    let (s1, s2, s3) = (setup.clone(), setup.clone(), setup.clone());
+    let (s2, s3) = (setup.clone(), setup.clone());
     let mut eval = setup.task.eval.clone();
     if let Some(limit) = args.eval_limit {
         eval.truncate(limit);
     }
     let probe: RagModel<Flex> = setup.model(recipe, args.n_docs.unwrap_or(3), seed, &Default::default())?;
-    let knowledge = setup.knowledge(&probe)?;
     Ok(World {
         train: setup.task.train.clone(),
         eval,
         store_path: setup.store.clone(),
-        knowledge,
-        build: Box::new(move |r, k| Ok(s1.model(r, k, seed, &Default::default())?)),
+        passages: setup.task.passages.len(),
+        generation: probe.generator().generation_config(),
         build_ad: Box::new(move |r, k| Ok(s2.model(r, k, seed, &Default::default())?)),
         knowledge_for: Box::new(move |m| Ok(s3.knowledge(m)?)),
     })
@@ -421,7 +418,7 @@ fn user_world(args: &TrainArgs, recipe: Recipe, run_dir: &Path) -> Result<World>
     let store_path = run_dir.join("corpus.store");
     let mut builder = StoreBuilder::create(&store_path)?;
     builder.ingest(corpus, &IngestOptions::default()).with_context(|| format!("ingesting {}", corpus.display()))?;
-    builder.finish()?;
+    let passages = builder.finish()?.len();
     let tokenizer = TextTokenizer::from_file(retriever.join("tokenizer.json"), Some(256))?;
     let gen_tokenizer = rag::rag_generator::GeneratorTokenizer::from_file(generator.join("tokenizer.json"))?;
     let (retriever, generator) = (retriever.clone(), generator.clone());
@@ -458,13 +455,12 @@ fn user_world(args: &TrainArgs, recipe: Recipe, run_dir: &Path) -> Result<World>
         index_store(m.retriever().document_encoder(), m.passage_tokenizer(), &store, &mut index, &options)?;
         Ok(Knowledge { store, index: Box::new(index) })
     };
-    let knowledge = knowledge_for(&probe)?;
     Ok(World {
         train,
         eval,
         store_path,
-        knowledge,
-        build: Box::new(move |r, k| build(&retriever, &generator, &tokenizer, &gen_tokenizer, r, k)),
+        passages,
+        generation: probe.generator().generation_config(),
         build_ad: Box::new(move |r, k| build(&r1, &g1, &t1, &gt1, r, k)),
         knowledge_for: Box::new(knowledge_for),
     })
