@@ -7,6 +7,8 @@
 # 2. Runs every test of the workspace, then the doc tests.
 # 3. Prints the `minilm` parity line against the real weights when they are there, so the log
 #    shows the errors (the tests check the same thing, quietly).
+# 4. Builds xtask with the GPU backends (cuda, wgpu) and compares the backends present with the
+#    CPU (scripts/backends.sh: wgpu runs on Mesa's CPU Vulkan driver where it can be installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,3 +29,5 @@ if [[ -n "${RAG_MINILM_DIR:-}" ]]; then
     cargo xtask parity crates/rag-retriever/tests/fixtures/hf --component minilm --precision f32 \
         --minilm-weights "$RAG_MINILM_DIR"
 fi
+
+bash scripts/backends.sh

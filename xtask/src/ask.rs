@@ -4,11 +4,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use burn::backend::Flex;
 use burn::tensor::DType;
+use burn::tensor::backend::Backend;
 use clap::{Args, ValueEnum};
 use rag::{DecodeMode, EvalOptions, Knowledge, RagModel, evaluate, read_qa_jsonl};
 use serde_json::json;
+
+use crate::device::{DeviceSpec, OnBackend, dispatch};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Mode {
@@ -48,19 +50,19 @@ pub struct ModelArgs {
     max_new_tokens: usize,
 }
 
-fn load(args: &ModelArgs) -> Result<(RagModel<Flex>, Knowledge, PathBuf)> {
+fn load<B: Backend>(args: &ModelArgs, device: &B::Device) -> Result<(RagModel<B>, Knowledge, PathBuf)> {
     let dir = if args.run.join("model").join("rag.json").is_file() { args.run.join("model") } else { args.run.clone() };
     if !dir.join("rag.json").is_file() {
         bail!("{}: no trained model here (expected {}/model/rag.json from `cargo xtask train`)", args.run.display(), args.run.display());
     }
-    let loaded = RagModel::<Flex>::load(&dir, &Default::default(), DType::F32)
+    let loaded = RagModel::<B>::load(&dir, device, DType::F32)
         .with_context(|| format!("loading the model in {}", dir.display()))?;
     let paths = loaded.knowledge.with_context(|| format!("{} names no passage store and index", dir.display()))?;
     let knowledge = Knowledge::open(&paths)?;
     Ok((loaded.model, knowledge, dir))
 }
 
-fn generation(model: &RagModel<Flex>, args: &ModelArgs) -> rag::rag_generator::GenerationConfig {
+fn generation<B: Backend>(model: &RagModel<B>, args: &ModelArgs) -> rag::rag_generator::GenerationConfig {
     let mut g = model.generator().generation_config();
     g.max_new_tokens = Some(args.max_new_tokens);
     g.num_beams = args.beams;
@@ -81,8 +83,19 @@ pub struct EvalArgs {
     limit: Option<usize>,
 }
 
-pub fn eval(args: EvalArgs) -> Result<ExitCode> {
-    let (model, knowledge, dir) = load(&args.model)?;
+pub fn eval(args: EvalArgs, spec: DeviceSpec) -> Result<ExitCode> {
+    struct Job(EvalArgs);
+    impl OnBackend for Job {
+        type Output = ExitCode;
+        fn run<B: Backend>(self, device: B::Device, spec: DeviceSpec) -> Result<ExitCode> {
+            eval_on::<B>(self.0, &device, spec)
+        }
+    }
+    dispatch(spec, Job(args))
+}
+
+fn eval_on<B: Backend>(args: EvalArgs, device: &B::Device, spec: DeviceSpec) -> Result<ExitCode> {
+    let (model, knowledge, dir) = load::<B>(&args.model, device)?;
     let dev = args.dev.clone().unwrap_or_else(|| args.model.run.join("data").join("eval.jsonl"));
     let mut examples = read_qa_jsonl(&dev)?;
     if let Some(limit) = args.limit {
@@ -101,6 +114,7 @@ pub fn eval(args: EvalArgs) -> Result<ExitCode> {
         "{}",
         serde_json::to_string_pretty(&json!({
             "model": dir,
+            "device": spec.to_string(),
             "questions": dev,
             "examples": report.examples,
             "metrics": report.metrics(),
@@ -119,8 +133,19 @@ pub struct AskArgs {
     model: ModelArgs,
 }
 
-pub fn ask(args: AskArgs) -> Result<ExitCode> {
-    let (model, knowledge, _) = load(&args.model)?;
+pub fn ask(args: AskArgs, spec: DeviceSpec) -> Result<ExitCode> {
+    struct Job(AskArgs);
+    impl OnBackend for Job {
+        type Output = ExitCode;
+        fn run<B: Backend>(self, device: B::Device, _spec: DeviceSpec) -> Result<ExitCode> {
+            ask_on::<B>(self.0, &device)
+        }
+    }
+    dispatch(spec, Job(args))
+}
+
+fn ask_on<B: Backend>(args: AskArgs, device: &B::Device) -> Result<ExitCode> {
+    let (model, knowledge, _) = load::<B>(&args.model, device)?;
     let answers = model.answer(&knowledge, &[args.question.as_str()], args.model.mode.into(), &generation(&model, &args.model))?;
     let answer = &answers[0];
     println!("{}", answer.text.trim());

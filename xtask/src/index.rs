@@ -5,12 +5,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use burn::backend::Flex;
+use burn::tensor::backend::Backend;
 use burn::tensor::DType;
 use clap::{Args, ValueEnum};
 use rag_index::{FlatIndex, HnswConfig, HnswIndex, Metric, PassageStore, VectorIndex};
 use rag_retriever::{EncodeOptions, Encoder, EncoderOptions, Pooling, TextTokenizer};
 use serde_json::json;
+
+use crate::device::{DeviceSpec, OnBackend, dispatch};
 
 use crate::bench_index::{Kind, MetricArg};
 
@@ -58,7 +60,18 @@ pub struct IndexArgs {
     no_titles: bool,
 }
 
-pub fn run(args: IndexArgs) -> Result<ExitCode> {
+pub fn run(args: IndexArgs, spec: DeviceSpec) -> Result<ExitCode> {
+    struct Job(IndexArgs);
+    impl OnBackend for Job {
+        type Output = ExitCode;
+        fn run<B: Backend>(self, device: B::Device, _spec: DeviceSpec) -> Result<ExitCode> {
+            run_on::<B>(self.0, &device)
+        }
+    }
+    dispatch(spec, Job(args))
+}
+
+fn run_on<B: Backend>(args: IndexArgs, device: &B::Device) -> Result<ExitCode> {
     let store = PassageStore::open(&args.store).with_context(|| format!("opening store {}", args.store.display()))?;
     let pooling = args.pooling.map(|p| match p {
         PoolingArg::Cls => Pooling::Cls,
@@ -68,8 +81,7 @@ pub fn run(args: IndexArgs) -> Result<ExitCode> {
         PoolingArg::Pooler => Pooling::Pooler,
     });
     let options = EncoderOptions { pooling, ..EncoderOptions::default() };
-    let device = Default::default();
-    let encoder = Encoder::<Flex>::from_pretrained(&args.encoder, &options, &device, DType::F32)?;
+    let encoder = Encoder::<B>::from_pretrained(&args.encoder, &options, device, DType::F32)?;
     let tokenizer = TextTokenizer::from_file(args.tokenizer.as_ref().unwrap_or(&args.encoder), args.max_len)?;
     if tokenizer.max_len() > encoder.bert().max_positions() {
         bail!(

@@ -8,14 +8,23 @@
 //! - `ingest FILE... -o STORE`: builds a passage store from JSONL / DPR TSV corpus files.
 //! - `index --store S --encoder DIR -o INDEX`: encodes a store into a vector index.
 //! - `bench-index`: build time, QPS, recall@k and memory per vector of one index kind, as JSON.
+//! - `backends`: the same seeded losses, gradients and training step on every backend compiled
+//!   in and present, compared with the CPU.
+//! - `bench-train`: training throughput of the embedded default on one device, as JSON.
 //!
-//! This leaf picks the hardware: the CPU backend (Burn's Flex) for now.
+//! This leaf picks the hardware: `--device cpu|cuda[:N]|wgpu|vulkan|metal` (or `RAG_DEVICE`) on
+//! every command, among the backends compiled in (features `cuda`, `wgpu`, `vulkan`, `metal`;
+//! see `device.rs`).
 
 mod ask;
+mod backends;
 mod bench_index;
+mod bench_train;
+mod device;
 mod index;
 mod ingest;
 mod parity;
+mod step;
 mod train;
 
 use std::process::ExitCode;
@@ -27,6 +36,11 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Where tensors live: cpu, cuda, cuda:N, wgpu, vulkan or metal (GPU backends need the
+    /// matching feature: `cargo xtask-gpu ...` has cuda and wgpu). `ingest` and `bench-index`
+    /// run on the host whatever it says.
+    #[arg(long, global = true, env = "RAG_DEVICE", default_value = "cpu")]
+    device: device::DeviceSpec,
 }
 
 #[derive(Subcommand)]
@@ -45,18 +59,29 @@ enum Command {
     Index(index::IndexArgs),
     /// Measure an index kind: build time, queries/s, recall@k against exact search, bytes/vector.
     BenchIndex(bench_index::BenchIndexArgs),
+    /// Run the same seeded losses, gradients and training step on every backend present and
+    /// compare them with the CPU.
+    Backends(backends::BackendsArgs),
+    /// Measure training throughput (examples/s, tokens/s) of the embedded default on --device.
+    BenchTrain(bench_train::BenchTrainArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let device = cli.device;
+    if matches!(cli.command, Command::Ingest(_) | Command::BenchIndex(_)) && device != device::DeviceSpec::Cpu {
+        eprintln!("note: this command runs on the host; --device {device} does not apply to it");
+    }
     let outcome = match cli.command {
-        Command::Train(args) => train::run(*args),
-        Command::Eval(args) => ask::eval(args),
-        Command::Ask(args) => ask::ask(args),
-        Command::Parity(args) => parity::run(args),
+        Command::Train(args) => train::run(*args, device),
+        Command::Eval(args) => ask::eval(args, device),
+        Command::Ask(args) => ask::ask(args, device),
+        Command::Parity(args) => parity::run(args, device),
         Command::BenchIndex(args) => bench_index::run(args),
         Command::Ingest(args) => ingest::run(args),
-        Command::Index(args) => index::run(args),
+        Command::Index(args) => index::run(args, device),
+        Command::Backends(args) => backends::run(args, device),
+        Command::BenchTrain(args) => bench_train::run(args, device),
     };
     match outcome {
         Ok(code) => code,

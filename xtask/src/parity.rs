@@ -4,10 +4,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Autodiff;
 use burn::tensor::DType;
+use burn::tensor::backend::Backend;
 use clap::{Args, ValueEnum};
 use rag_parity::{CheckOptions, Component, Outcome};
+
+use crate::device::{DeviceSpec, OnBackend, dispatch};
 
 /// Arguments of `cargo xtask parity`.
 #[derive(Args)]
@@ -40,7 +43,18 @@ fn component_names() -> clap::builder::PossibleValuesParser {
 }
 
 /// Checks each selected component and prints one line per component.
-pub fn run(args: ParityArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: ParityArgs, spec: DeviceSpec) -> anyhow::Result<ExitCode> {
+    struct Job(ParityArgs);
+    impl OnBackend for Job {
+        type Output = ExitCode;
+        fn run<B: Backend>(self, device: B::Device, spec: DeviceSpec) -> anyhow::Result<ExitCode> {
+            run_on::<B>(self.0, &device, spec)
+        }
+    }
+    dispatch(spec, Job(args))
+}
+
+fn run_on<B: Backend>(args: ParityArgs, device: &B::Device, spec: DeviceSpec) -> anyhow::Result<ExitCode> {
     if !args.dir.is_dir() {
         bail!("fixture directory {} does not exist", args.dir.display());
     }
@@ -67,8 +81,10 @@ pub fn run(args: ParityArgs) -> anyhow::Result<ExitCode> {
         Precision::F32 => DType::F32,
         Precision::F64 => DType::F64,
     };
+    if dtype == DType::F64 && !spec.allows_f64() {
+        bail!("--precision {dtype:?} is not supported on --device {spec}: use --precision f32");
+    }
     let options = CheckOptions { minilm_weights: args.minilm_weights.clone() };
-    let device = Default::default();
     let mut failed = false;
     for component in selected {
         let is_requested = requested.contains(&component);
@@ -77,7 +93,7 @@ pub fn run(args: ParityArgs) -> anyhow::Result<ExitCode> {
             failed = true;
             continue;
         }
-        match rag_parity::check::<Autodiff<Flex>>(component, &args.dir, &options, &device, dtype) {
+        match rag_parity::check::<Autodiff<B>>(component, &args.dir, &options, device, dtype) {
             Err(error) => {
                 println!("{}: FAIL {error}", component.name());
                 failed = true;

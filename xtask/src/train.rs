@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use burn::backend::{Autodiff, Flex};
 use burn::module::AutodiffModule;
 use burn::tensor::DType;
+use burn::tensor::backend::Backend;
 use clap::Args;
 use rag_index::{FlatIndex, IngestOptions, Metric, PassageStore, StoreBuilder};
 use rag::rag_retriever::{BiEncoder, EncodeOptions, Encoder, EncoderOptions, TextTokenizer};
@@ -19,7 +20,7 @@ use rag::{
 };
 use serde_json::{Value, json};
 
-type Ad = Autodiff<Flex>;
+use crate::device::{DeviceSpec, OnBackend, dispatch};
 
 /// Arguments of `cargo xtask train`.
 #[derive(Args, Debug, Clone)]
@@ -99,6 +100,10 @@ pub struct TrainArgs {
     /// A HF generator checkpoint directory (BART or LLaMA) with tokenizer.json.
     #[arg(long, requires = "corpus")]
     pub generator: Option<PathBuf>,
+    /// The generator's forward precision in training: f32, or f16/bf16 over f32 weights with
+    /// the loss in f32 (where the backend has the dtype; evaluation decodes in f32).
+    #[arg(long, default_value = "f32")]
+    pub precision: rag::Precision,
     /// Show progress bars.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub progress: bool,
@@ -114,14 +119,29 @@ fn defaults(recipe: Recipe) -> (u64, f64, f64) {
 }
 
 /// One training stage's outcome.
-struct Stage {
+struct Stage<B: Backend> {
     name: &'static str,
     summary: TrainSummary,
-    model: RagModel<Flex>,
+    model: RagModel<B>,
 }
 
-pub fn run(args: TrainArgs) -> Result<ExitCode> {
+pub fn run(args: TrainArgs, spec: DeviceSpec) -> Result<ExitCode> {
+    dispatch(spec, Job(args))
+}
+
+struct Job(TrainArgs);
+
+impl OnBackend for Job {
+    type Output = ExitCode;
+
+    fn run<B: Backend>(self, device: B::Device, spec: DeviceSpec) -> Result<ExitCode> {
+        train::<B>(self.0, device, spec)
+    }
+}
+
+fn train<B: Backend>(args: TrainArgs, device: B::Device, spec: DeviceSpec) -> Result<ExitCode> {
     let started = Instant::now();
+    crate::device::check_precision::<B>(&device, spec, args.precision)?;
     let recipe: Recipe = args.recipe.parse()?;
     let name = args.name.clone().unwrap_or_else(|| recipe.name().to_string());
     let run_dir = args.runs_dir.join(&name);
@@ -129,9 +149,9 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let mut args = args;
     args.n_docs = Some(args.n_docs.unwrap_or(if args.corpus.is_some() { 5 } else { EmbeddedConfig::default().n_docs }));
     let n_docs = args.n_docs.expect("set just above");
-    let world = if args.corpus.is_some() { user_world(&args, recipe, &run_dir)? } else { embedded_world(&args, recipe, &run_dir)? };
+    let world = if args.corpus.is_some() { user_world::<B>(&args, recipe, &run_dir, &device)? } else { embedded_world::<B>(&args, recipe, &run_dir, &device)? };
     eprintln!(
-        "{name}: recipe {recipe}, {} passages, {} training questions, {} evaluation questions{}",
+        "{name}: recipe {recipe} on {spec}, {} passages, {} training questions, {} evaluation questions{}",
         world.passages,
         world.train.len(),
         world.eval.len(),
@@ -170,11 +190,11 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let train_docs = args.train_doc_encoder && recipe.trains_retriever();
     let stage = |label: &'static str,
                  stage_recipe: Recipe,
-                 model: RagModel<Ad>,
+                 model: RagModel<Autodiff<B>>,
                  steps: u64,
                  freeze_retriever: bool,
                  closed_book: bool|
-     -> Result<Stage> {
+     -> Result<Stage<B>> {
         let knowledge = (world.knowledge_for)(&model.valid())?;
         let mut task = RagTask {
             knowledge,
@@ -196,10 +216,14 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             .with_context(|| format!("stage `{label}` of {}", run_dir.display()))?;
         Ok(Stage { name: label, summary: trained.summary, model: trained.model.valid() })
     };
-    let fresh = |r: Recipe, n_docs: usize| -> Result<RagModel<Ad>> {
-        let mut model: RagModel<Ad> = (world.build_ad)(r, n_docs)?;
+    let fresh = |r: Recipe, n_docs: usize| -> Result<RagModel<Autodiff<B>>> {
+        let mut model: RagModel<Autodiff<B>> = (world.build_ad)(r, n_docs)?;
         if train_docs && n_docs > 1 {
             model = model.with_document_training(true);
+        }
+        if args.precision != rag::Precision::F32 {
+            let config = RagConfig { generator_precision: args.precision, ..model.config().clone() };
+            model = model.with_config(config)?;
         }
         Ok(model)
     };
@@ -211,7 +235,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             // one (as ra-dit-lm), the second trains the query encoder against it, frozen.
             let lm = stage("lm", Recipe::RaDitLm, fresh(Recipe::RaDitLm, n_docs)?, defaults(Recipe::RaDitLm).0, false, false)?;
             let lm_model = with_loss(lm.model.clone(), Recipe::RaDitLsr)?;
-            let main = stage("main", Recipe::RaDitLsr, RagModel::<Ad>::from_inner(lm_model).into_trainable(), steps, false, false)?;
+            let main = stage("main", Recipe::RaDitLsr, RagModel::<Autodiff<B>>::from_inner(lm_model).into_trainable(), steps, false, false)?;
             stages.push(Stage { name: "frozen_retriever", ..lm });
             stages.push(main);
         }
@@ -267,6 +291,8 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let report = json!({
         "recipe": recipe.name(),
         "name": name,
+        "device": spec.to_string(),
+        "backend": B::name(&device),
         "data": if args.corpus.is_some() { "user" } else { "embedded" },
         "wall_seconds": wall,
         "examples_per_second": main.summary.examples_per_second,
@@ -290,6 +316,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             "steps": steps, "batch_size": args.batch_size, "grad_accumulation": args.grad_accumulation,
             "retriever_lr": rlr, "generator_lr": glr, "n_docs": n_docs, "seed": args.seed,
             "train_doc_encoder": train_docs, "passages": world.passages,
+            "precision": format!("{:?}", args.precision).to_lowercase(),
             "train_questions": world.train.len(), "eval_questions": world.eval.len(),
         },
         "model": run_dir.join("model"),
@@ -310,7 +337,7 @@ fn last_eval(s: &TrainSummary) -> Metrics {
 }
 
 /// The same weights with another loss (RA-DIT's second stage).
-fn with_loss(model: RagModel<Flex>, recipe: Recipe) -> Result<RagModel<Flex>> {
+fn with_loss<B: Backend>(model: RagModel<B>, recipe: Recipe) -> Result<RagModel<B>> {
     let config = RagConfig { loss: recipe.loss(), ..model.config().clone() };
     Ok(model.with_config(config)?)
 }
@@ -350,11 +377,11 @@ fn peak_rss_bytes() -> Option<u64> {
 /// Builds a fresh model for a recipe with `n_docs` passages.
 type Builder<B> = Box<dyn Fn(Recipe, usize) -> Result<RagModel<B>> + Send + Sync>;
 /// Encodes the corpus with a model's document encoder.
-type KnowledgeFor = Box<dyn Fn(&RagModel<Flex>) -> Result<Knowledge> + Send + Sync>;
+type KnowledgeFor<B> = Box<dyn Fn(&RagModel<B>) -> Result<Knowledge> + Send + Sync>;
 
 /// What a run trains on: data, a way to build fresh models, and the knowledge for a model (each
 /// stage encodes the corpus with its own model; nothing is encoded before that).
-struct World {
+struct World<B: Backend> {
     train: Vec<QaExample>,
     eval: Vec<QaExample>,
     store_path: PathBuf,
@@ -362,11 +389,11 @@ struct World {
     passages: usize,
     /// Search options from the generator's config.
     generation: rag::rag_generator::GenerationConfig,
-    build_ad: Builder<Ad>,
-    knowledge_for: KnowledgeFor,
+    build_ad: Builder<Autodiff<B>>,
+    knowledge_for: KnowledgeFor<B>,
 }
 
-fn embedded_world(args: &TrainArgs, recipe: Recipe, run_dir: &Path) -> Result<World> {
+fn embedded_world<B: Backend>(args: &TrainArgs, recipe: Recipe, run_dir: &Path, device: &B::Device) -> Result<World<B>> {
     let mut config = EmbeddedConfig::default();
     config.task.entities = args.entities;
     config.task.held_out = (args.entities / 5).max(1);
@@ -374,6 +401,7 @@ fn embedded_world(args: &TrainArgs, recipe: Recipe, run_dir: &Path) -> Result<Wo
     rag::write_qa_jsonl(&run_dir.join("data").join("train.jsonl"), &setup.task.train)?;
     rag::write_qa_jsonl(&run_dir.join("data").join("eval.jsonl"), &setup.task.eval)?;
     let seed = args.seed;
+    let device = device.clone();
     let (s2, s3) = (setup.clone(), setup.clone());
     let mut eval = setup.task.eval.clone();
     if let Some(limit) = args.eval_limit {
@@ -386,12 +414,16 @@ fn embedded_world(args: &TrainArgs, recipe: Recipe, run_dir: &Path) -> Result<Wo
         store_path: setup.store.clone(),
         passages: setup.task.passages.len(),
         generation: probe.generator().generation_config(),
-        build_ad: Box::new(move |r, k| Ok(s2.model(r, k, seed, &Default::default())?)),
+        // Initialized on the CPU and copied: every backend starts from the same weights.
+        build_ad: Box::new(move |r, k| {
+            let cpu: RagModel<Flex> = s2.model(r, k, seed, &Default::default())?;
+            Ok(rag::rag_hf::copy_module(&cpu, s2.model::<Autodiff<B>>(r, k, seed, &device)?)?)
+        }),
         knowledge_for: Box::new(move |m| Ok(s3.knowledge(m)?)),
     })
 }
 
-fn user_world(args: &TrainArgs, recipe: Recipe, run_dir: &Path) -> Result<World> {
+fn user_world<B: Backend>(args: &TrainArgs, recipe: Recipe, run_dir: &Path, device: &B::Device) -> Result<World<B>> {
     let corpus = args.corpus.as_ref().expect("checked by clap");
     let (train, dev, retriever, generator) = (
         args.train.as_ref().expect("clap"),
@@ -423,7 +455,8 @@ fn user_world(args: &TrainArgs, recipe: Recipe, run_dir: &Path) -> Result<World>
     let gen_tokenizer = rag::rag_generator::GeneratorTokenizer::from_file(generator.join("tokenizer.json"))?;
     let (retriever, generator) = (retriever.clone(), generator.clone());
     let store_for = store_path.clone();
-    fn build<B: burn::tensor::backend::Backend>(
+    fn build<B: Backend>(
+        device: &B::Device,
         retriever: &Path,
         generator: &Path,
         tokenizer: &TextTokenizer,
@@ -431,10 +464,9 @@ fn user_world(args: &TrainArgs, recipe: Recipe, run_dir: &Path) -> Result<World>
         recipe: Recipe,
         n_docs: usize,
     ) -> Result<RagModel<B>> {
-        let device = Default::default();
-        let encoder = Encoder::<B>::from_pretrained(retriever, &EncoderOptions::default(), &device, DType::F32)?;
+        let encoder = Encoder::<B>::from_pretrained(retriever, &EncoderOptions::default(), device, DType::F32)?;
         let bi = BiEncoder::separate(encoder.clone(), encoder)?;
-        let generator = Generator::<B>::from_pretrained(generator, 0.1, &device, DType::F32)?;
+        let generator = Generator::<B>::from_pretrained(generator, 0.1, device, DType::F32)?;
         let context = if matches!(generator, Generator::Llama(_)) {
             rag::ContextFormat::ra_dit()
         } else {
@@ -446,9 +478,10 @@ fn user_world(args: &TrainArgs, recipe: Recipe, run_dir: &Path) -> Result<World>
         let config = RagConfig { n_docs, loss: recipe.loss(), context, ..RagConfig::default() };
         Ok(RagModel::new(bi, generator, tokenizer.clone(), gen_tokenizer.clone(), config)?)
     }
+    let device = device.clone();
     let (r1, g1, t1, gt1) = (retriever.clone(), generator.clone(), tokenizer.clone(), gen_tokenizer.clone());
-    let probe: RagModel<Flex> = build(&retriever, &generator, &tokenizer, &gen_tokenizer, recipe, args.n_docs.unwrap_or(5))?;
-    let knowledge_for = move |m: &RagModel<Flex>| -> Result<Knowledge> {
+    let probe: RagModel<Flex> = build(&Default::default(), &retriever, &generator, &tokenizer, &gen_tokenizer, recipe, args.n_docs.unwrap_or(5))?;
+    let knowledge_for = move |m: &RagModel<B>| -> Result<Knowledge> {
         let store = PassageStore::open(&store_for)?;
         let mut index = FlatIndex::new(m.retriever().dim(), Metric::InnerProduct)?;
         let options = EncodeOptions { batch_size: 32, with_titles: true, progress: true };
@@ -461,7 +494,7 @@ fn user_world(args: &TrainArgs, recipe: Recipe, run_dir: &Path) -> Result<World>
         store_path,
         passages,
         generation: probe.generator().generation_config(),
-        build_ad: Box::new(move |r, k| build(&r1, &g1, &t1, &gt1, r, k)),
+        build_ad: Box::new(move |r, k| build(&device, &r1, &g1, &t1, &gt1, r, k)),
         knowledge_for: Box::new(knowledge_for),
     })
 }

@@ -229,3 +229,77 @@ fn index_encodes_a_store_with_a_hf_encoder_and_writes_the_index() {
     assert_eq!(index.len(), 2);
     assert!(index.vector(7).is_some() && index.vector(8).is_some());
 }
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn a_device_not_compiled_in_is_refused_with_the_feature_to_add() {
+    if cfg!(feature = "cuda") {
+        return println!("skipped: this xtask has the cuda feature");
+    }
+    for args in [&["--device", "cuda", "parity", LOSS_FIXTURES][..], &["parity", LOSS_FIXTURES, "--device", "cuda:1"]] {
+        let out = xtask(args);
+        assert!(!out.status.success());
+        let text = stderr(&out);
+        assert!(text.contains("built without the `cuda` feature"), "{text}");
+        assert!(text.contains("--features cuda"), "{text}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["parity", LOSS_FIXTURES])
+        .env("RAG_DEVICE", "vulkan")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--device vulkan: this xtask was built without the `wgpu` feature"), "{}", stderr(&out));
+    let out = xtask(&["--device", "tpu", "parity", LOSS_FIXTURES]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("unknown device `tpu`"), "{}", stderr(&out));
+}
+
+#[test]
+fn backends_on_a_cpu_only_build_compares_the_cpu_with_itself_and_skips_the_rest() {
+    let json = std::env::temp_dir().join(format!("rag-backends-{}.json", std::process::id()));
+    let out = xtask(&["backends", "--json", json.to_str().unwrap()]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    for case in ["rag-token fixture", "rag-sequence fixture", "embedded step"] {
+        let line = text.lines().find(|l| l.starts_with(case)).unwrap_or_else(|| panic!("no {case} row in\n{text}"));
+        assert!(line.contains(" cpu ") && line.ends_with("ok"), "{line}");
+    }
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    if !cfg!(feature = "cuda") && !cfg!(feature = "wgpu") {
+        assert_eq!(rows.len(), 3, "{report}");
+    }
+    for row in rows.iter().filter(|r| r["device"] == "cpu") {
+        assert_eq!(row["max_rel_diff"], 0.0);
+        assert!(row["loss"].as_f64().unwrap().is_finite() && row["grad_norm"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    // The fixture's RAG-Token loss is HF's (checked to 1e-4 by the parity tests): the same
+    // computation, so the same number here.
+    let token = rows.iter().find(|r| r["case"] == "rag-token fixture").unwrap();
+    assert!(token["loss"].as_f64().unwrap() > 0.0);
+    let _ = std::fs::remove_file(json);
+    let out = xtask(&["backends", "--require", "cuda"]);
+    if !cfg!(feature = "cuda") {
+        assert!(!out.status.success());
+        assert!(stdout(&out).contains("cuda:0: required but absent: not compiled in"), "{}", stdout(&out));
+    }
+}
+
+#[test]
+fn bench_train_prints_throughput_as_json() {
+    let out = xtask(&["bench-train", "--steps", "2", "--warmup", "1", "--batch-size", "4"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["device"], "cpu");
+    let result = &report["result"];
+    for key in ["examples_per_second", "tokens_per_second", "step_ms_median", "final_loss"] {
+        assert!(result[key].as_f64().is_some_and(|v| v.is_finite() && v > 0.0), "{key}: {result}");
+    }
+    // Tokens per step: 4 questions × 3 passages, each context row plus the answer.
+    assert!(result["tokens_per_step"].as_f64().unwrap() > 4.0 * 3.0 * 5.0, "{result}");
+    assert!(report.get("reference").is_none(), "no CPU reference of a CPU run");
+}

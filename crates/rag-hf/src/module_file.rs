@@ -3,8 +3,8 @@
 //! checkpoints use it: the file is plain safetensors, readable by any tool, and loading refuses a
 //! file that does not fit the module (a missing or extra tensor, a wrong shape) by name.
 
-use std::collections::BTreeSet;
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
@@ -81,8 +81,52 @@ pub fn save_module<B: Backend, M: Module<B>>(module: &M, path: &Path) -> Result<
     Ok(tensors.len())
 }
 
+/// Where [`Apply`] takes tensors from: a safetensors checkpoint, or another module's tensors in
+/// memory (a copy between backends).
+enum Source<'a> {
+    File(&'a Checkpoint),
+    Memory(&'a BTreeMap<String, TensorData>),
+}
+
+impl Source<'_> {
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        match self {
+            Source::File(c) => c.shape(name).map(<[usize]>::to_vec),
+            Source::Memory(m) => m.get(name).map(|d| d.shape.to_vec()),
+        }
+    }
+
+    fn read(&self, name: &str) -> Result<TensorData> {
+        match self {
+            Source::File(c) => c.read(name),
+            Source::Memory(m) => Ok(m[name].clone()),
+        }
+    }
+
+    fn missing(&self, name: &str) -> HfError {
+        match self {
+            Source::File(c) => c.missing(name, ""),
+            Source::Memory(_) => HfError::MissingTensor { name: name.to_string(), location: self.location(), hint: None },
+        }
+    }
+
+    fn location(&self) -> PathBuf {
+        match self {
+            Source::File(c) => c.location().to_path_buf(),
+            Source::Memory(_) => PathBuf::from("<the source module>"),
+        }
+    }
+
+    fn names(&self) -> Vec<String> {
+        match self {
+            Source::File(c) => c.names().map(str::to_string).collect(),
+            Source::Memory(m) => m.keys().cloned().collect(),
+        }
+    }
+}
+
 struct Apply<'a> {
-    checkpoint: &'a Checkpoint,
+    source: Source<'a>,
     dtype: Option<DType>,
     path: ModulePath,
     used: BTreeSet<String>,
@@ -94,20 +138,20 @@ impl Apply<'_> {
         if self.error.is_some() {
             return None;
         }
-        let Some(found) = self.checkpoint.shape(name) else {
-            self.error = Some(self.checkpoint.missing(name, ""));
+        let Some(found) = self.source.shape(name) else {
+            self.error = Some(self.source.missing(name));
             return None;
         };
         if found != expected {
             self.error = Some(HfError::ShapeMismatch {
                 name: name.to_string(),
-                file: self.checkpoint.location().to_path_buf(),
+                file: self.source.location(),
                 expected: expected.to_vec(),
-                found: found.to_vec(),
+                found,
             });
             return None;
         }
-        match self.checkpoint.read(name) {
+        match self.source.read(name) {
             Ok(data) => {
                 self.used.insert(name.to_string());
                 Some(data)
@@ -117,6 +161,21 @@ impl Apply<'_> {
                 None
             }
         }
+    }
+
+    /// Maps `module` and refuses a tensor of the source that no parameter took.
+    fn run<B: Backend, M: Module<B>>(mut self, module: M) -> Result<M> {
+        let module = module.map(&mut self);
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        if let Some(extra) = self.source.names().into_iter().find(|n| !self.used.contains(n)) {
+            return Err(HfError::Malformed {
+                path: self.source.location(),
+                message: format!("tensor `{extra}` belongs to no parameter of the model (a checkpoint of another model?)"),
+            });
+        }
+        Ok(module)
     }
 }
 
@@ -147,19 +206,19 @@ impl<B: Backend> ModuleMapper<B> for Apply<'_> {
 /// shape, or a tensor in the file that no parameter takes is an error naming it.
 pub fn load_module<B: Backend, M: Module<B>>(module: M, path: &Path, dtype: Option<DType>) -> Result<M> {
     let checkpoint = Checkpoint::open(path)?;
-    let mut apply =
-        Apply { checkpoint: &checkpoint, dtype, path: ModulePath::default(), used: BTreeSet::new(), error: None };
-    let module = module.map(&mut apply);
-    if let Some(e) = apply.error {
-        return Err(e);
-    }
-    if let Some(extra) = checkpoint.names().find(|n| !apply.used.contains(*n)) {
-        return Err(HfError::Malformed {
-            path: path.to_path_buf(),
-            message: format!("tensor `{extra}` belongs to no parameter of the model (a checkpoint of another model?)"),
-        });
-    }
-    Ok(module)
+    Apply { source: Source::File(&checkpoint), dtype, path: ModulePath::default(), used: BTreeSet::new(), error: None }
+        .run(module)
+}
+
+/// Copies the float parameters of `from` (on any backend) into `into`, a module of the same
+/// structure on backend `B`, by module path; each lands in the dtype and on the device its
+/// parameter in `into` has, and keeps `into`'s trainability. This is how one model moves between
+/// backends: build `into` from the same config on the target device, then copy. A missing, extra
+/// or differently shaped tensor is an error naming it.
+pub fn copy_module<B0: Backend, M0: Module<B0>, B: Backend, M: Module<B>>(from: &M0, into: M) -> Result<M> {
+    let tensors: BTreeMap<String, TensorData> = module_tensors(from).into_iter().collect();
+    Apply { source: Source::Memory(&tensors), dtype: None, path: ModulePath::default(), used: BTreeSet::new(), error: None }
+        .run(into)
 }
 
 struct Cast(DType);
@@ -179,4 +238,21 @@ impl<B: Backend> ModuleMapper<B> for Cast {
 /// parameters stay trainable leaves.
 pub fn cast_module<B: Backend, M: Module<B>>(module: M, dtype: DType) -> M {
     module.map(&mut Cast(dtype))
+}
+
+struct CastInGraph(DType);
+
+impl<B: Backend> ModuleMapper<B> for CastInGraph {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let dtype = self.0;
+        param.map(|t| t.cast(dtype))
+    }
+}
+
+/// A copy of `module` whose float parameters are `cast(dtype)` of the originals, inside the
+/// autodiff graph: a forward pass of the copy computes in `dtype`, and its backward pass reaches
+/// the original parameters (cast back to their dtype). This is mixed precision: half-precision
+/// compute over f32 master weights. Take gradients from the original module, not the copy.
+pub fn cast_module_in_graph<B: Backend, M: Module<B>>(module: M, dtype: DType) -> M {
+    module.map(&mut CastInGraph(dtype))
 }

@@ -74,3 +74,34 @@ fn integer_tensors_and_bad_shard_indexes_are_refused_with_the_file() {
     let err = Checkpoint::open(&path).unwrap_err().to_string();
     assert!(err.contains("cut.safetensors is not a valid safetensors file"), "{err}");
 }
+
+#[test]
+fn copy_module_moves_weights_between_backends_by_path_and_refuses_another_shape() {
+    use burn::backend::{Autodiff, NdArray};
+    use burn::module::Module;
+    #[derive(Module, Debug)]
+    struct Net<B: burn::tensor::backend::Backend> {
+        first: burn::nn::Linear<B>,
+        second: burn::nn::Linear<B>,
+    }
+    fn net<B: burn::tensor::backend::Backend>(d: usize, std: f64, device: &B::Device) -> Net<B> {
+        Net { first: rag_hf::init_linear(3, d, true, std, device), second: rag_hf::init_linear(d, 2, false, std, device) }
+    }
+    let from = net::<Flex>(4, 0.5, &Default::default());
+    // Another backend (NdArray, with autodiff), other weights; one parameter frozen.
+    let mut into = net::<Autodiff<NdArray>>(4, 0.0, &Default::default());
+    into.second = into.second.no_grad();
+    let copied = rag_hf::copy_module(&from, into).unwrap();
+    let source = rag_hf::module_tensors(&from);
+    let target = rag_hf::module_tensors(&copied);
+    assert_eq!(source.len(), 3);
+    for ((name_a, a), (name_b, b)) in source.iter().zip(&target) {
+        assert_eq!(name_a, name_b);
+        assert_eq!(a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap(), "{name_a}");
+    }
+    assert!(copied.first.weight.val().is_require_grad(), "trainable stays trainable");
+    assert!(!copied.second.weight.val().is_require_grad(), "frozen stays frozen");
+
+    let err = rag_hf::copy_module(&from, net::<Flex>(5, 0.0, &Default::default())).unwrap_err();
+    assert!(matches!(&err, HfError::ShapeMismatch { name, .. } if name == "first.weight"), "{err}");
+}

@@ -24,7 +24,7 @@ pub use encoders::{check_bert, check_dpr, check_minilm, encoder_tolerance};
 pub use fixture::{Array, FixtureError};
 pub use generators::{check_bart, check_llama, llama_tolerance};
 pub use losses::{LossCase, LossKind, LossOutputs, check_losses, load_loss_cases, run_loss_case};
-pub use rag::{check_rag, rag_tolerances};
+pub use rag::{RagFixture, check_rag, rag_tolerances};
 pub use report::{ComponentReport, Errors, max_abs_diff, relative_error, values};
 
 /// A component of the fixture format.

@@ -44,6 +44,96 @@ fn compare_relative(report: &mut ComponentReport, name: &str, ours: Vec<f64>, ex
     }
 }
 
+/// The fixture's inputs: questions, given contexts, their document embeddings, labels.
+struct Inputs {
+    q_ids: Array<i64>,
+    q_mask: Array<i64>,
+    ctx_ids: Array<i64>,
+    ctx_mask: Array<i64>,
+    doc_embeds: Array<f64>,
+    labels: Array<i64>,
+}
+
+impl Inputs {
+    fn read(path: &Path, expected: &Map<String, Value>) -> Result<Self, FixtureError> {
+        Ok(Self {
+            q_ids: array::<i64>(path, expected, "question_input_ids", 2)?,
+            q_mask: array::<i64>(path, expected, "question_attention_mask", 2)?,
+            ctx_ids: array::<i64>(path, expected, "context_input_ids", 2)?,
+            ctx_mask: array::<i64>(path, expected, "context_attention_mask", 2)?,
+            doc_embeds: array::<f64>(path, expected, "retrieved_doc_embeds", 3)?,
+            labels: array::<i64>(path, expected, "labels", 2)?,
+        })
+    }
+}
+
+/// Doc scores `[B, K]` and per-example losses `[B]` of the fixture's inputs, in the autodiff
+/// graph of `model`.
+fn forward<B: AutodiffBackend>(
+    model: &HfRag<B>,
+    config: &rag::HfRagConfig,
+    inputs: &Inputs,
+    marginalization: Marginalization,
+    path: &Path,
+    device: &B::Device,
+    dtype: DType,
+) -> Result<(Tensor<B, 2>, Tensor<B, 1>), FixtureError> {
+    let kind = match marginalization {
+        Marginalization::Token => "rag_token",
+        Marginalization::Sequence => "rag_sequence",
+    };
+    let q = model.question_vectors(int_tensor::<B>(&inputs.q_ids, device), int_tensor::<B>(&inputs.q_mask, device));
+    let doc_scores = HfRag::<B>::doc_scores(q, float_tensor::<B, 3>(&inputs.doc_embeds, device, dtype));
+    let labels = int_tensor::<B>(&inputs.labels, device);
+    let logits = model
+        .generator_logits(int_tensor::<B>(&inputs.ctx_ids, device), int_tensor::<B>(&inputs.ctx_mask, device), labels.clone())
+        .map_err(|e| field(path, kind, "context_input_ids", e.to_string()))?;
+    let options = config.nll_options(config.exclude_bos_score);
+    let loss = hf_loss(marginalization, logits, doc_scores.clone(), labels, &options)
+        .map_err(|e| field(path, kind, "loss", e.to_string()))?;
+    Ok((doc_scores, loss))
+}
+
+/// The `rag` fixture of a directory, for running its loss on any backend: `cargo xtask backends`
+/// compares the losses and gradients across backends.
+pub struct RagFixture {
+    dir: std::path::PathBuf,
+    path: std::path::PathBuf,
+    inputs: Inputs,
+    config: rag::HfRagConfig,
+}
+
+impl RagFixture {
+    /// Reads `dir/expected.json`'s inputs and `dir/config.json`.
+    pub fn open(dir: &Path) -> Result<Self, FixtureError> {
+        let path = dir.join("expected.json");
+        let expected: Map<String, Value> = read_json(&path)?;
+        let inputs = Inputs::read(&path, &expected)?;
+        let config = rag::HfRagConfig::from_file(&dir.join("config.json"))
+            .map_err(|e| field(dir, "config", "config.json", e.to_string()))?;
+        Ok(Self { dir: dir.to_path_buf(), path, inputs, config })
+    }
+
+    /// The fixture model on `device`.
+    pub fn model<B: AutodiffBackend>(&self, device: &B::Device, dtype: DType) -> Result<HfRag<B>, FixtureError> {
+        HfRag::<B>::load(&self.dir, device, dtype)
+            .map(|(model, _)| model)
+            .map_err(|e| field(&self.dir, "model", "model.safetensors", e.to_string()))
+    }
+
+    /// Per-example RAG-Token or RAG-Sequence losses `[B]` of the fixture's inputs, in the
+    /// autodiff graph of `model` (take `loss.sum().backward()` for the gradients).
+    pub fn loss<B: AutodiffBackend>(
+        &self,
+        model: &HfRag<B>,
+        marginalization: Marginalization,
+        device: &B::Device,
+        dtype: DType,
+    ) -> Result<Tensor<B, 1>, FixtureError> {
+        forward(model, &self.config, &self.inputs, marginalization, &self.path, device, dtype).map(|(_, loss)| loss)
+    }
+}
+
 /// Component `rag`. The training half runs on the autodiff backend `B`, decoding on its inner
 /// backend.
 pub fn check_rag<B: AutodiffBackend>(
@@ -64,12 +154,7 @@ pub fn check_rag<B: AutodiffBackend>(
         cases: 0,
         failures: Vec::new(),
     };
-    let q_ids = array::<i64>(&path, &expected, "question_input_ids", 2)?;
-    let q_mask = array::<i64>(&path, &expected, "question_attention_mask", 2)?;
-    let ctx_ids = array::<i64>(&path, &expected, "context_input_ids", 2)?;
-    let ctx_mask = array::<i64>(&path, &expected, "context_attention_mask", 2)?;
-    let doc_embeds = array::<f64>(&path, &expected, "retrieved_doc_embeds", 3)?;
-    let labels = array::<i64>(&path, &expected, "labels", 2)?;
+    let inputs = Inputs::read(&path, &expected)?;
     let sub = |kind: &str, name: &str, rank: usize| -> Result<Array<f64>, FixtureError> {
         let value = expected.get(kind).and_then(|v| v.get(name)).cloned().unwrap_or(Value::Null);
         let mut map = Map::new();
@@ -82,22 +167,14 @@ pub fn check_rag<B: AutodiffBackend>(
         if !expected.contains_key(kind) {
             continue;
         }
-        let q = model.question_vectors(int_tensor::<B>(&q_ids, device), int_tensor::<B>(&q_mask, device));
-        let doc_scores = HfRag::<B>::doc_scores(q, float_tensor::<B, 3>(&doc_embeds, device, dtype));
+        let (doc_scores, loss) = forward(&model, &config, &inputs, marginalization, &path, device, dtype)?;
         compare_relative(
             &mut report,
             &format!("{kind}.doc_scores"),
-            values(doc_scores.clone()),
+            values(doc_scores),
             &sub(kind, "doc_scores", 2)?,
             tol,
         );
-        let labels = int_tensor::<B>(&labels, device);
-        let logits = model
-            .generator_logits(int_tensor::<B>(&ctx_ids, device), int_tensor::<B>(&ctx_mask, device), labels.clone())
-            .map_err(|e| field(&path, kind, "context_input_ids", e.to_string()))?;
-        let options = config.nll_options(config.exclude_bos_score);
-        let loss = hf_loss(marginalization, logits, doc_scores, labels, &options)
-            .map_err(|e| field(&path, kind, "loss", e.to_string()))?;
         compare_relative(&mut report, &format!("{kind}.loss"), values(loss.clone()), &sub(kind, "loss", 1)?, tol);
         let grads = loss.sum().backward();
         let embeddings = model.question_encoder.bert().word_embeddings().weight.val();
@@ -110,6 +187,7 @@ pub fn check_rag<B: AutodiffBackend>(
             grad_tol,
         );
     }
+    let Inputs { q_ids, q_mask, ctx_ids, ctx_mask, doc_embeds, .. } = inputs;
 
     // Decoding runs without a graph, on the same weights.
     let inner = model.valid();

@@ -118,6 +118,48 @@ pub struct RagConfig {
     pub train_document_encoder: bool,
     /// Options of [`RagLoss::Lsr`].
     pub lsr: LsrOptions,
+    /// The precision of the generator's forward pass in training losses. Half precision casts
+    /// the weights inside the graph (they stay f32 and receive f32 gradients) and the logits back
+    /// to the weights' dtype before the loss, so the log-softmax, the logsumexp over documents
+    /// and the label-smoothing sums accumulate in f32. Decoding runs in the weights' dtype.
+    pub generator_precision: Precision,
+}
+
+/// A compute precision ([`RagConfig::generator_precision`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// The weights' own dtype (f32, or f64 in parity checks).
+    #[default]
+    F32,
+    /// IEEE half precision.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+impl Precision {
+    /// The dtype to compute in, `None` for the weights' own.
+    pub fn half_dtype(self) -> Option<burn::tensor::DType> {
+        match self {
+            Precision::F32 => None,
+            Precision::F16 => Some(burn::tensor::DType::F16),
+            Precision::Bf16 => Some(burn::tensor::DType::BF16),
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = RagError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            "bf16" => Ok(Precision::Bf16),
+            other => Err(RagError::Mismatch(format!("unknown precision `{other}`: expected f32, f16 or bf16"))),
+        }
+    }
 }
 
 impl Default for RagConfig {
@@ -131,6 +173,7 @@ impl Default for RagConfig {
             max_query_tokens: 64,
             train_document_encoder: false,
             lsr: LsrOptions::default(),
+            generator_precision: Precision::F32,
         }
     }
 }

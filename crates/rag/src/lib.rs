@@ -41,7 +41,7 @@ mod training;
 
 pub use answer::{Answer, DecodeMode, Provenance};
 pub use checkpoint::{CHECKPOINT_FORMAT, CHECKPOINT_VERSION, LoadedRag};
-pub use config::{ContextFormat, LsrOptions, RagConfig, RagLoss};
+pub use config::{ContextFormat, LsrOptions, Precision, RagConfig, RagLoss};
 pub use context::{PassageText, SpecialTokens, seq2seq_text};
 pub use decoding::{RagTokenDecoder, RagTokenState, rag_sequence_fast, rag_sequence_thorough};
 pub use error::{RagError, Result};

@@ -539,8 +539,16 @@ impl<B: Backend> RagModel<B> {
     ) -> Result<RagOutput<B>> {
         let contexts = self.context_rows(questions, &retrieval.passages)?;
         let answers: Vec<Vec<u32>> = answers.iter().map(|a| self.answer_ids(a)).collect::<Result<_>>()?;
-        let AnswerLogits { logits, target, mask } =
-            self.generator.answer_logits(&contexts, &answers, self.special_tokens())?;
+        let AnswerLogits { logits, target, mask } = match self.config.generator_precision.half_dtype() {
+            None => self.generator.answer_logits(&contexts, &answers, self.special_tokens())?,
+            Some(half) => {
+                // Mixed precision: the forward pass in `half` over the f32 weights, the loss in f32.
+                let master = self.generator.dtype();
+                let generator = rag_hf::cast_module_in_graph(self.generator.clone(), half);
+                let out = generator.answer_logits(&contexts, &answers, self.special_tokens())?;
+                AnswerLogits { logits: out.logits.cast(master), ..out }
+            }
+        };
         let per_example = self.loss_of_logits(logits, &retrieval, target, mask)?;
         let loss = per_example.clone().mean();
         Ok(RagOutput { loss, per_example, retrieval })

@@ -184,3 +184,48 @@ fn mismatched_parts_are_refused_with_the_reason() {
     .to_string();
     assert!(err.contains("field `context`") && err.contains("llama"), "{err}");
 }
+
+/// Flattened gradients of the generator's trainable parameters, in visiting order.
+fn generator_grads(model: &RagModel<Ad>, loss: Tensor<Ad, 1>) -> Vec<f64> {
+    struct Collect<'a> {
+        grads: &'a <Ad as AutodiffBackend>::Gradients,
+        out: Vec<f64>,
+    }
+    impl ModuleVisitor<Ad> for Collect<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Ad, D>>) {
+            if let Some(g) = param.val().grad(self.grads) {
+                assert_eq!(g.dtype(), DType::F32, "master gradients are f32");
+                self.out.extend(rag_parity::values(g));
+            }
+        }
+    }
+    let grads = loss.backward();
+    let mut c = Collect { grads: &grads, out: Vec::new() };
+    model.generator().visit(&mut c);
+    c.out
+}
+
+#[test]
+fn a_half_precision_generator_forward_trains_the_f32_weights_with_an_f32_loss() {
+    for (arch, loss) in [(Arch::Bart, RagLoss::RagToken), (Arch::Bart, RagLoss::RagSequence), (Arch::Llama, RagLoss::RagToken)] {
+        let w = world::<Ad>(arch, config(arch, loss), DType::F32);
+        let full = w.model.loss(&w.knowledge, &QUESTIONS, &ANSWERS).unwrap();
+        let reference = generator_grads(&w.model, full.loss.clone());
+        for (precision, tolerance) in [(rag::Precision::Bf16, 2e-3), (rag::Precision::F16, 2e-4)] {
+            let config = RagConfig { generator_precision: precision, ..w.model.config().clone() };
+            let model = w.model.clone().with_config(config).unwrap();
+            let half = model.loss(&w.knowledge, &QUESTIONS, &ANSWERS).unwrap();
+            assert_eq!(half.loss.dtype(), DType::F32, "the loss is computed in f32");
+            let (a, b) = (rag_parity::values(full.loss.clone())[0], rag_parity::values(half.loss.clone())[0]);
+            assert!(((a - b) / a).abs() < tolerance, "{arch:?} {loss:?} {precision:?}: loss {b} vs f32 {a}");
+            // The gradient reaches the f32 weights through the casts: the same direction.
+            let grads = generator_grads(&model, half.loss);
+            assert_eq!(grads.len(), reference.len(), "every generator weight gets a gradient");
+            let dot: f64 = grads.iter().zip(&reference).map(|(x, y)| x * y).sum();
+            let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            let cosine = dot / (norm(&grads) * norm(&reference));
+            assert!(cosine > 0.999, "{arch:?} {loss:?} {precision:?}: gradient cosine {cosine}");
+            eprintln!("{arch:?} {loss:?} {precision:?}: loss rel diff {:.1e}, gradient cosine {cosine:.5}", ((a - b) / a).abs());
+        }
+    }
+}

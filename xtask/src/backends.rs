@@ -1,0 +1,259 @@
+//! `cargo xtask backends`: the same seeded computations on every backend compiled in and present,
+//! compared with the CPU.
+//!
+//! Cases:
+//! - `rag-token fixture`, `rag-sequence fixture`: HF's RAG loss of the `rag` fixture model
+//!   (`crates/rag/tests/fixtures/hf/rag`) on its given contexts, and the gradients of every
+//!   parameter;
+//! - `embedded step`: one AdamW step of the embedded default (RAG-Token) on a fixed batch of 16,
+//!   from CPU-initialized weights: its loss and gradients.
+//!
+//! Each case runs twice per backend: the first run compiles the GPU kernels (and autotunes them),
+//! the second is the step time reported. The relative difference of a case is the largest, over
+//! the losses and each parameter's gradient, of `‖x − x_cpu‖∞ / ‖x_cpu‖∞`, the denominator of a
+//! gradient floored at 10⁻³ of the largest gradient entry ([`relative_difference`]). The command fails
+//! when a present backend's difference exceeds the tolerance (f32: 1e-3) or is not finite.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::backend::Autodiff;
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor};
+use clap::Args;
+use rag::Marginalization;
+use rag::rag_trainer::{Gradients, accumulate, global_norm};
+use rag_parity::RagFixture;
+use serde_json::json;
+
+use crate::device::{DeviceSpec, OnBackend, dispatch, present};
+use crate::step::{self, EmbeddedWorld};
+
+/// Arguments of `cargo xtask backends`.
+#[derive(Args, Debug)]
+pub struct BackendsArgs {
+    /// Devices to compare with the CPU, comma-separated (default: --device when it is not the
+    /// CPU, else cuda:0 and wgpu, those compiled in and present). The CPU always runs: it is the
+    /// reference.
+    #[arg(long, value_delimiter = ',')]
+    devices: Vec<DeviceSpec>,
+    /// The `rag` fixture directory (config.json, model.safetensors, expected.json).
+    #[arg(long, default_value = "crates/rag/tests/fixtures/hf/rag")]
+    fixture: PathBuf,
+    /// Largest relative difference to the CPU accepted.
+    #[arg(long, default_value_t = 1e-3)]
+    tolerance: f64,
+    /// Fail unless these devices are present (comma-separated), instead of skipping them.
+    #[arg(long, value_delimiter = ',')]
+    require: Vec<DeviceSpec>,
+    /// Also write the table as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// One case's outcome on one backend, on the host.
+struct Outcome {
+    /// Per-example losses (the embedded step: the batch mean).
+    loss: Vec<f64>,
+    grad_norm: f64,
+    grads: BTreeMap<String, Vec<f64>>,
+    first_seconds: f64,
+    seconds: f64,
+}
+
+const CASES: [&str; 3] = ["rag-token fixture", "rag-sequence fixture", "embedded step"];
+
+pub fn run(args: BackendsArgs, spec: DeviceSpec) -> Result<ExitCode> {
+    let fixture = resolve(&args.fixture)?;
+    let mut devices = if !args.devices.is_empty() {
+        args.devices.clone()
+    } else if spec != DeviceSpec::Cpu {
+        vec![spec]
+    } else {
+        vec![DeviceSpec::Cuda(0), DeviceSpec::Wgpu]
+    };
+    devices.retain(|d| *d != DeviceSpec::Cpu);
+    devices.insert(0, DeviceSpec::Cpu);
+    for required in &args.require {
+        if !devices.contains(required) {
+            devices.push(*required);
+        }
+    }
+    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+    eprintln!("generating the embedded task and encoding its corpus on the CPU");
+    let world = EmbeddedWorld::create(scratch.path())?;
+
+    let mut rows = Vec::new();
+    let mut reference: Option<Vec<Outcome>> = None;
+    let mut failed = false;
+    for spec in devices {
+        if let Err(why) = present(spec) {
+            if args.require.contains(&spec) {
+                println!("{spec}: required but absent: {why}");
+                failed = true;
+            } else {
+                eprintln!("{spec}: skipped: {why}");
+            }
+            continue;
+        }
+        eprintln!("{spec}: running {} cases", CASES.len());
+        let outcomes = dispatch(spec, Cases { fixture: &fixture, world: &world })?;
+        let reference = reference.get_or_insert_with(|| outcomes.iter().map(Outcome::host_copy).collect());
+        for ((case, outcome), cpu) in CASES.iter().zip(&outcomes).zip(reference.iter()) {
+            let (difference, worst) = relative_difference(outcome, cpu)?;
+            let ok = difference.is_finite() && difference <= args.tolerance;
+            failed |= !ok;
+            rows.push(json!({
+                "case": case,
+                "device": spec.to_string(),
+                "loss": outcome.loss.iter().sum::<f64>() / outcome.loss.len() as f64,
+                "grad_norm": outcome.grad_norm,
+                "max_rel_diff": difference,
+                "worst": worst,
+                "first_ms": outcome.first_seconds * 1e3,
+                "step_ms": outcome.seconds * 1e3,
+                "ok": ok,
+            }));
+        }
+    }
+    print_table(&rows, args.tolerance);
+    if let Some(path) = &args.json {
+        let report = json!({"tolerance": args.tolerance, "dtype": "f32", "rows": rows});
+        rag::rag_hf::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// The fixture path as given, else relative to the workspace this xtask was built in.
+fn resolve(path: &Path) -> Result<PathBuf> {
+    if path.join("expected.json").is_file() {
+        return Ok(path.to_path_buf());
+    }
+    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path);
+    if path.is_relative() && beside.join("expected.json").is_file() {
+        return Ok(beside);
+    }
+    bail!("--fixture {}: no `rag` fixture here (expected.json, config.json, model.safetensors)", path.display())
+}
+
+fn print_table(rows: &[serde_json::Value], tolerance: f64) {
+    println!(
+        "\n{:<22} {:<8} {:>12} {:>12} {:>13} {:>10} {:>10}  ",
+        "case", "backend", "loss", "grad norm", "max rel diff", "first ms", "step ms"
+    );
+    for r in rows {
+        println!(
+            "{:<22} {:<8} {:>12.6} {:>12.6} {:>13.2e} {:>10.1} {:>10.1}  {}",
+            r["case"].as_str().unwrap_or_default(),
+            r["device"].as_str().unwrap_or_default(),
+            r["loss"].as_f64().unwrap_or(f64::NAN),
+            r["grad_norm"].as_f64().unwrap_or(f64::NAN),
+            r["max_rel_diff"].as_f64().unwrap_or(f64::NAN),
+            r["first_ms"].as_f64().unwrap_or(f64::NAN),
+            r["step_ms"].as_f64().unwrap_or(f64::NAN),
+            if r["ok"].as_bool() == Some(true) { "ok".to_string() } else { format!("FAIL at {}", r["worst"].as_str().unwrap_or_default()) },
+        );
+    }
+    println!("f32; relative difference to the CPU, tolerance {tolerance:.0e}; step ms: the second run (the first compiles kernels)");
+}
+
+impl Outcome {
+    fn host_copy(&self) -> Outcome {
+        Outcome {
+            loss: self.loss.clone(),
+            grad_norm: self.grad_norm,
+            grads: self.grads.clone(),
+            first_seconds: self.first_seconds,
+            seconds: self.seconds,
+        }
+    }
+}
+
+/// The largest relative difference to the CPU and where it is (`loss` or a parameter's path):
+/// the losses' `‖l − l_cpu‖∞ / ‖l_cpu‖∞`, and for each parameter `‖g − g_cpu‖∞ / s` with
+/// `s = max(‖g_cpu‖∞, 10⁻³ · maxₚ ‖gₚ,cpu‖∞)`. The floor matters for gradients that are zero in
+/// exact arithmetic (a key projection's bias: softmax ignores a shift), which hold only round-off
+/// on every backend: theirs is judged against the gradients' scale, not against itself.
+fn relative_difference(ours: &Outcome, cpu: &Outcome) -> Result<(f64, String)> {
+    fn inf(x: &[f64]) -> f64 {
+        x.iter().fold(0.0f64, |m, v| m.max(v.abs()))
+    }
+    fn rel(a: &[f64], b: &[f64], floor: f64) -> f64 {
+        let diff = a.iter().zip(b).fold(0.0f64, |m, (x, y)| if (x - y).is_nan() { f64::NAN } else { m.max((x - y).abs()) });
+        if diff == 0.0 { 0.0 } else { diff / inf(b).max(floor) }
+    }
+    if ours.grads.keys().ne(cpu.grads.keys()) {
+        let only: Vec<&String> = ours.grads.keys().filter(|k| !cpu.grads.contains_key(*k)).collect();
+        let missing: Vec<&String> = cpu.grads.keys().filter(|k| !ours.grads.contains_key(*k)).collect();
+        bail!("the gradients are of other parameters than on the CPU: extra {only:?}, missing {missing:?}");
+    }
+    let floor = 1e-3 * cpu.grads.values().map(|g| inf(g)).fold(0.0, f64::max);
+    let mut worst = (rel(&ours.loss, &cpu.loss, 0.0), "loss".to_string());
+    for (path, g) in &ours.grads {
+        let d = rel(g, &cpu.grads[path], floor);
+        if d.is_nan() || d > worst.0 {
+            worst = (d, format!("grad {path}"));
+            if d.is_nan() {
+                break;
+            }
+        }
+    }
+    Ok(worst)
+}
+
+struct Cases<'a> {
+    fixture: &'a Path,
+    world: &'a EmbeddedWorld,
+}
+
+impl OnBackend for Cases<'_> {
+    type Output = Vec<Outcome>;
+
+    fn run<B: Backend>(self, device: B::Device, _spec: DeviceSpec) -> Result<Vec<Outcome>> {
+        let mut out = Vec::new();
+        let fixture = RagFixture::open(self.fixture).with_context(|| format!("the rag fixture in {}", self.fixture.display()))?;
+        let model = fixture.model::<Autodiff<B>>(&device, DType::F32)?;
+        for marginalization in [Marginalization::Token, Marginalization::Sequence] {
+            let once = || -> Result<(Vec<f64>, Gradients<B>, f64)> {
+                let started = Instant::now();
+                let loss = fixture.loss(&model, marginalization, &device, DType::F32)?;
+                let values = host(loss.clone().inner());
+                let mut grads = Gradients::new();
+                accumulate(&model, &loss.sum().backward(), &mut grads);
+                step::sync::<B>(&device);
+                Ok((values, grads, started.elapsed().as_secs_f64()))
+            };
+            let first = once()?.2;
+            let (loss, grads, seconds) = once()?;
+            out.push(outcome(loss, &grads, first, seconds));
+        }
+        // The embedded step, twice from the same weights and a fresh optimizer.
+        let batch: Vec<&rag::QaExample> = self.world.train().iter().take(16).collect();
+        let run = || -> Result<step::StepResult<B>> {
+            let model = self.world.model::<B>(&device, rag::Precision::F32)?;
+            let mut optim = step::optimizer::<B>();
+            Ok(step::step(self.world, model, &mut optim, &batch, 0)?.1)
+        };
+        let first = run()?.seconds;
+        let result = run()?;
+        out.push(outcome(vec![result.loss], &result.grads, first, result.seconds));
+        Ok(out)
+    }
+}
+
+fn outcome<B: Backend>(loss: Vec<f64>, grads: &Gradients<B>, first_seconds: f64, seconds: f64) -> Outcome {
+    Outcome {
+        loss,
+        grad_norm: global_norm(grads),
+        grads: grads.iter().map(|(k, g)| (k.clone(), host(g.clone()))).collect(),
+        first_seconds,
+        seconds,
+    }
+}
+
+fn host<B: Backend>(t: Tensor<B, 1>) -> Vec<f64> {
+    t.into_data().convert::<f64>().to_vec::<f64>().expect("converted to f64 just above")
+}
