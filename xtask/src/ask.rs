@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use rag::{DecodeMode, EvalOptions, Knowledge, RagModel, evaluate, read_qa_jsonl};
 use serde_json::json;
 
-use crate::device::{DeviceSpec, OnBackend, dispatch};
+use crate::device::{DeviceSpec, on_device};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Mode {
@@ -84,14 +84,7 @@ pub struct EvalArgs {
 }
 
 pub fn eval(args: EvalArgs, spec: DeviceSpec) -> Result<ExitCode> {
-    struct Job(EvalArgs);
-    impl OnBackend for Job {
-        type Output = ExitCode;
-        fn run<B: Backend>(self, device: B::Device, spec: DeviceSpec) -> Result<ExitCode> {
-            eval_on::<B>(self.0, &device, spec)
-        }
-    }
-    dispatch(spec, Job(args))
+    on_device!(spec, args: EvalArgs => eval_on)
 }
 
 fn eval_on<B: Backend>(args: EvalArgs, device: &B::Device, spec: DeviceSpec) -> Result<ExitCode> {
@@ -134,17 +127,10 @@ pub struct AskArgs {
 }
 
 pub fn ask(args: AskArgs, spec: DeviceSpec) -> Result<ExitCode> {
-    struct Job(AskArgs);
-    impl OnBackend for Job {
-        type Output = ExitCode;
-        fn run<B: Backend>(self, device: B::Device, _spec: DeviceSpec) -> Result<ExitCode> {
-            ask_on::<B>(self.0, &device)
-        }
-    }
-    dispatch(spec, Job(args))
+    on_device!(spec, args: AskArgs => ask_on)
 }
 
-fn ask_on<B: Backend>(args: AskArgs, device: &B::Device) -> Result<ExitCode> {
+fn ask_on<B: Backend>(args: AskArgs, device: &B::Device, _spec: DeviceSpec) -> Result<ExitCode> {
     let (model, knowledge, _) = load::<B>(&args.model, device)?;
     let answers = model.answer(&knowledge, &[args.question.as_str()], args.model.mode.into(), &generation(&model, &args.model))?;
     let answer = &answers[0];

@@ -119,6 +119,26 @@ pub trait OnBackend {
     fn run<B: Backend>(self, device: B::Device, spec: DeviceSpec) -> Result<Self::Output>;
 }
 
+/// `on_device!(spec, args: Args => body)`: runs `body::<B>(args, &device, spec)` on `spec`'s
+/// backend through [`dispatch`], for a command whose body is one generic function.
+macro_rules! on_device {
+    ($spec:expr, $args:ident : $ty:ty => $body:ident) => {{
+        struct Job($ty);
+        impl $crate::device::OnBackend for Job {
+            type Output = std::process::ExitCode;
+            fn run<B: burn::tensor::backend::Backend>(
+                self,
+                device: B::Device,
+                spec: $crate::device::DeviceSpec,
+            ) -> anyhow::Result<std::process::ExitCode> {
+                $body::<B>(self.0, &device, spec)
+            }
+        }
+        $crate::device::dispatch($spec, Job($args))
+    }};
+}
+pub(crate) use on_device;
+
 /// Runs `job` on `spec`'s backend, after checking that it is compiled in and that the device
 /// answers.
 pub fn dispatch<J: OnBackend>(spec: DeviceSpec, job: J) -> Result<J::Output> {
@@ -173,7 +193,7 @@ pub fn present(spec: DeviceSpec) -> std::result::Result<(), String> {
 fn probe<B: Backend>(device: &B::Device) -> std::result::Result<(), String> {
     let outcome = quietly(|| Tensor::<B, 1>::from_floats([1.0, 2.0, 3.0], device).sum().into_scalar().elem::<f64>());
     match outcome {
-        Ok(sum) if sum == 6.0 => Ok(()),
+        Ok(6.0) => Ok(()),
         Ok(sum) => Err(format!("a test sum of 1+2+3 gave {sum}")),
         Err(why) => Err(why),
     }
@@ -198,7 +218,14 @@ pub(crate) fn quietly<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(f));
     std::panic::set_hook(previous);
     let messages = std::mem::take(&mut *MESSAGES.lock().unwrap_or_else(|p| p.into_inner()));
-    outcome.map_err(|_| messages.into_iter().next().unwrap_or_else(|| "the backend panicked".into()))
+    outcome.map_err(|_| {
+        let first = messages.into_iter().next().unwrap_or_else(|| "the backend panicked".into());
+        // cudarc's missing-driver message goes on to list 34 library names.
+        match first.split_once(" - searched for") {
+            Some((head, _)) => format!("{head}: no CUDA driver on this machine"),
+            None => first,
+        }
+    })
 }
 
 #[cfg(feature = "wgpu")]

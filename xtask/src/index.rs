@@ -12,7 +12,7 @@ use rag_index::{FlatIndex, HnswConfig, HnswIndex, Metric, PassageStore, VectorIn
 use rag_retriever::{EncodeOptions, Encoder, EncoderOptions, Pooling, TextTokenizer};
 use serde_json::json;
 
-use crate::device::{DeviceSpec, OnBackend, dispatch};
+use crate::device::{DeviceSpec, on_device};
 
 use crate::bench_index::{Kind, MetricArg};
 
@@ -61,17 +61,10 @@ pub struct IndexArgs {
 }
 
 pub fn run(args: IndexArgs, spec: DeviceSpec) -> Result<ExitCode> {
-    struct Job(IndexArgs);
-    impl OnBackend for Job {
-        type Output = ExitCode;
-        fn run<B: Backend>(self, device: B::Device, _spec: DeviceSpec) -> Result<ExitCode> {
-            run_on::<B>(self.0, &device)
-        }
-    }
-    dispatch(spec, Job(args))
+    on_device!(spec, args: IndexArgs => run_on)
 }
 
-fn run_on<B: Backend>(args: IndexArgs, device: &B::Device) -> Result<ExitCode> {
+fn run_on<B: Backend>(args: IndexArgs, device: &B::Device, _spec: DeviceSpec) -> Result<ExitCode> {
     let store = PassageStore::open(&args.store).with_context(|| format!("opening store {}", args.store.display()))?;
     let pooling = args.pooling.map(|p| match p {
         PoolingArg::Cls => Pooling::Cls,

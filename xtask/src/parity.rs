@@ -10,7 +10,7 @@ use burn::tensor::backend::Backend;
 use clap::{Args, ValueEnum};
 use rag_parity::{CheckOptions, Component, Outcome};
 
-use crate::device::{DeviceSpec, OnBackend, dispatch};
+use crate::device::{DeviceSpec, on_device};
 
 /// Arguments of `cargo xtask parity`.
 #[derive(Args)]
@@ -44,14 +44,7 @@ fn component_names() -> clap::builder::PossibleValuesParser {
 
 /// Checks each selected component and prints one line per component.
 pub fn run(args: ParityArgs, spec: DeviceSpec) -> anyhow::Result<ExitCode> {
-    struct Job(ParityArgs);
-    impl OnBackend for Job {
-        type Output = ExitCode;
-        fn run<B: Backend>(self, device: B::Device, spec: DeviceSpec) -> anyhow::Result<ExitCode> {
-            run_on::<B>(self.0, &device, spec)
-        }
-    }
-    dispatch(spec, Job(args))
+    on_device!(spec, args: ParityArgs => run_on)
 }
 
 fn run_on<B: Backend>(args: ParityArgs, device: &B::Device, spec: DeviceSpec) -> anyhow::Result<ExitCode> {

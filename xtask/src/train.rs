@@ -20,7 +20,7 @@ use rag::{
 };
 use serde_json::{Value, json};
 
-use crate::device::{DeviceSpec, OnBackend, dispatch};
+use crate::device::{DeviceSpec, on_device};
 
 /// Arguments of `cargo xtask train`.
 #[derive(Args, Debug, Clone)]
@@ -126,22 +126,12 @@ struct Stage<B: Backend> {
 }
 
 pub fn run(args: TrainArgs, spec: DeviceSpec) -> Result<ExitCode> {
-    dispatch(spec, Job(args))
+    on_device!(spec, args: TrainArgs => train)
 }
 
-struct Job(TrainArgs);
-
-impl OnBackend for Job {
-    type Output = ExitCode;
-
-    fn run<B: Backend>(self, device: B::Device, spec: DeviceSpec) -> Result<ExitCode> {
-        train::<B>(self.0, device, spec)
-    }
-}
-
-fn train<B: Backend>(args: TrainArgs, device: B::Device, spec: DeviceSpec) -> Result<ExitCode> {
+fn train<B: Backend>(args: TrainArgs, device: &B::Device, spec: DeviceSpec) -> Result<ExitCode> {
     let started = Instant::now();
-    crate::device::check_precision::<B>(&device, spec, args.precision)?;
+    crate::device::check_precision::<B>(device, spec, args.precision)?;
     let recipe: Recipe = args.recipe.parse()?;
     let name = args.name.clone().unwrap_or_else(|| recipe.name().to_string());
     let run_dir = args.runs_dir.join(&name);
@@ -149,7 +139,7 @@ fn train<B: Backend>(args: TrainArgs, device: B::Device, spec: DeviceSpec) -> Re
     let mut args = args;
     args.n_docs = Some(args.n_docs.unwrap_or(if args.corpus.is_some() { 5 } else { EmbeddedConfig::default().n_docs }));
     let n_docs = args.n_docs.expect("set just above");
-    let world = if args.corpus.is_some() { user_world::<B>(&args, recipe, &run_dir, &device)? } else { embedded_world::<B>(&args, recipe, &run_dir, &device)? };
+    let world = if args.corpus.is_some() { user_world::<B>(&args, recipe, &run_dir, device)? } else { embedded_world::<B>(&args, recipe, &run_dir, device)? };
     eprintln!(
         "{name}: recipe {recipe} on {spec}, {} passages, {} training questions, {} evaluation questions{}",
         world.passages,
@@ -292,7 +282,7 @@ fn train<B: Backend>(args: TrainArgs, device: B::Device, spec: DeviceSpec) -> Re
         "recipe": recipe.name(),
         "name": name,
         "device": spec.to_string(),
-        "backend": B::name(&device),
+        "backend": B::name(device),
         "data": if args.corpus.is_some() { "user" } else { "embedded" },
         "wall_seconds": wall,
         "examples_per_second": main.summary.examples_per_second,
