@@ -53,7 +53,11 @@ pub struct ModelArgs {
 fn load<B: Backend>(args: &ModelArgs, device: &B::Device) -> Result<(RagModel<B>, Knowledge, PathBuf)> {
     let dir = if args.run.join("model").join("rag.json").is_file() { args.run.join("model") } else { args.run.clone() };
     if !dir.join("rag.json").is_file() {
-        bail!("{}: no trained model here (expected {}/model/rag.json from `cargo xtask train`)", args.run.display(), args.run.display());
+        bail!(
+            "{}: no trained model here (expected {}/model/rag.json from `cargo xtask train`)",
+            args.run.display(),
+            args.run.display()
+        );
     }
     let loaded = RagModel::<B>::load(&dir, device, DType::F32)
         .with_context(|| format!("loading the model in {}", dir.display()))?;
@@ -132,11 +136,23 @@ pub fn ask(args: AskArgs, spec: DeviceSpec) -> Result<ExitCode> {
 
 fn ask_on<B: Backend>(args: AskArgs, device: &B::Device, _spec: DeviceSpec) -> Result<ExitCode> {
     let (model, knowledge, _) = load::<B>(&args.model, device)?;
-    let answers = model.answer(&knowledge, &[args.question.as_str()], args.model.mode.into(), &generation(&model, &args.model))?;
+    let answers = model.answer(
+        &knowledge,
+        &[args.question.as_str()],
+        args.model.mode.into(),
+        &generation(&model, &args.model),
+    )?;
     let answer = &answers[0];
     println!("{}", answer.text.trim());
     for p in &answer.passages {
-        println!("  [{:>5.1}% prior, {:>5.1}% posterior] #{} {}: {}", 100.0 * p.prior, 100.0 * p.posterior, p.id, p.title, p.text);
+        println!(
+            "  [{:>5.1}% prior, {:>5.1}% posterior] #{} {}: {}",
+            100.0 * p.prior,
+            100.0 * p.posterior,
+            p.id,
+            p.title,
+            p.text
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

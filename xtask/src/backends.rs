@@ -213,10 +213,7 @@ fn relative_difference(ours: &Outcome, cpu: &Outcome) -> Result<Difference> {
     let loss_scale = cpu.loss.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     let nan = |x: &[f64]| x.iter().any(|v| v.is_nan());
     let diff = |p: &String| ours.grads[p].iter().zip(&cpu.grads[p]).map(|(a, b)| a - b);
-    let whole = relative(
-        l2(ours.grads.keys().flat_map(&diff)),
-        l2(cpu.grads.values().flat_map(|g| g.iter().copied())),
-    );
+    let whole = relative(l2(ours.grads.keys().flat_map(&diff)), l2(cpu.grads.values().flat_map(|g| g.iter().copied())));
     let any_nan = nan(&ours.loss) || ours.grads.values().any(|g| nan(g));
     let max = if any_nan { f64::NAN } else { relative(loss_diff, loss_scale).max(whole) };
     let floor = 1e-3 * cpu.grads.values().map(|g| l2(g.iter().copied())).fold(0.0, f64::max);
@@ -240,7 +237,8 @@ impl OnBackend for Cases<'_> {
 
     fn run<B: Backend>(self, device: B::Device, _spec: DeviceSpec) -> Result<Vec<Outcome>> {
         let mut out = Vec::new();
-        let fixture = RagFixture::open(self.fixture).with_context(|| format!("the rag fixture in {}", self.fixture.display()))?;
+        let fixture =
+            RagFixture::open(self.fixture).with_context(|| format!("the rag fixture in {}", self.fixture.display()))?;
         let model = fixture.model::<Autodiff<B>>(&device, DType::F32)?;
         for marginalization in [Marginalization::Token, Marginalization::Sequence] {
             let once = || -> Result<(Vec<f64>, Gradients<B>, f64)> {

@@ -61,7 +61,8 @@ pub fn run(args: BenchTrainArgs, spec: DeviceSpec) -> Result<ExitCode> {
     });
     if spec != DeviceSpec::Cpu && !args.no_reference {
         eprintln!("reference: the same steps on the CPU");
-        let reference = dispatch(DeviceSpec::Cpu, Bench { world: &world, args: &args, precision: rag::Precision::F32 })?;
+        let reference =
+            dispatch(DeviceSpec::Cpu, Bench { world: &world, args: &args, precision: rag::Precision::F32 })?;
         let speedup = measured["examples_per_second"].as_f64().unwrap_or(f64::NAN)
             / reference["examples_per_second"].as_f64().unwrap_or(f64::NAN);
         report["reference"] = json!({"device": "cpu", "result": reference});

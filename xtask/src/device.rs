@@ -101,9 +101,7 @@ impl FromStr for DeviceSpec {
             other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
                 Some(Ok(i)) => DeviceSpec::Cuda(i),
                 _ => {
-                    return Err(format!(
-                        "unknown device `{other}`: expected cpu, cuda, cuda:N, wgpu, vulkan or metal"
-                    ));
+                    return Err(format!("unknown device `{other}`: expected cpu, cuda, cuda:N, wgpu, vulkan or metal"));
                 }
             },
         })
@@ -259,7 +257,9 @@ mod wgpu {
         let outcome = done.entry(spec.to_string()).or_insert_with(|| super::quietly(|| init(&device)));
         match outcome {
             Ok(()) => Ok(device),
-            Err(why) => bail!("--device {spec}: no {spec} adapter here ({})", why.lines().next().unwrap_or("no reason given")),
+            Err(why) => {
+                bail!("--device {spec}: no {spec} adapter here ({})", why.lines().next().unwrap_or("no reason given"))
+            }
         }
     }
 }

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::backend::Backend;
 use burn::tensor::DType;
+use burn::tensor::backend::Backend;
 use clap::{Args, ValueEnum};
 use rag_index::{FlatIndex, HnswConfig, HnswIndex, Metric, PassageStore, VectorIndex};
 use rag_retriever::{EncodeOptions, Encoder, EncoderOptions, Pooling, TextTokenizer};

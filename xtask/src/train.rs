@@ -11,13 +11,13 @@ use burn::module::AutodiffModule;
 use burn::tensor::DType;
 use burn::tensor::backend::Backend;
 use clap::Args;
-use rag_index::{FlatIndex, IngestOptions, Metric, PassageStore, StoreBuilder};
 use rag::rag_retriever::{BiEncoder, EncodeOptions, Encoder, EncoderOptions, TextTokenizer};
 use rag::rag_trainer::{Decay, Metrics, TrainSummary, Trainer, TrainerConfig};
 use rag::{
     DecodeMode, EmbeddedConfig, EmbeddedSetup, EvalOptions, Generator, Knowledge, QaExample, RagConfig, RagModel,
     RagTask, Recipe, index_store, read_qa_jsonl,
 };
+use rag_index::{FlatIndex, IngestOptions, Metric, PassageStore, StoreBuilder};
 use serde_json::{Value, json};
 
 use crate::device::{DeviceSpec, on_device};
@@ -139,7 +139,11 @@ fn train<B: Backend>(args: TrainArgs, device: &B::Device, spec: DeviceSpec) -> R
     let mut args = args;
     args.n_docs = Some(args.n_docs.unwrap_or(if args.corpus.is_some() { 5 } else { EmbeddedConfig::default().n_docs }));
     let n_docs = args.n_docs.expect("set just above");
-    let world = if args.corpus.is_some() { user_world::<B>(&args, recipe, &run_dir, device)? } else { embedded_world::<B>(&args, recipe, &run_dir, device)? };
+    let world = if args.corpus.is_some() {
+        user_world::<B>(&args, recipe, &run_dir, device)?
+    } else {
+        embedded_world::<B>(&args, recipe, &run_dir, device)?
+    };
     eprintln!(
         "{name}: recipe {recipe} on {spec}, {} passages, {} training questions, {} evaluation questions{}",
         world.passages,
@@ -198,8 +202,14 @@ fn train<B: Backend>(args: TrainArgs, device: &B::Device, spec: DeviceSpec) -> R
             _ => args.retriever_start.unwrap_or(steps / 3),
         };
         let (rlr, glr) = lrs(stage_recipe);
-        let groups =
-            stage_recipe.param_groups(rlr, glr, 0.01, train_docs && !closed_book, freeze_retriever || closed_book, start);
+        let groups = stage_recipe.param_groups(
+            rlr,
+            glr,
+            0.01,
+            train_docs && !closed_book,
+            freeze_retriever || closed_book,
+            start,
+        );
         let trainer = Trainer::new(trainer_config(label, steps, groups), run_dir.join(label));
         let trained = trainer
             .fit(model, &mut task, &world.train, args.resume)
@@ -223,9 +233,23 @@ fn train<B: Backend>(args: TrainArgs, device: &B::Device, spec: DeviceSpec) -> R
         Recipe::RaDitLsr => {
             // RA-DIT's second stage needs an LM that reads passages: the first stage fine-tunes
             // one (as ra-dit-lm), the second trains the query encoder against it, frozen.
-            let lm = stage("lm", Recipe::RaDitLm, fresh(Recipe::RaDitLm, n_docs)?, defaults(Recipe::RaDitLm).0, false, false)?;
+            let lm = stage(
+                "lm",
+                Recipe::RaDitLm,
+                fresh(Recipe::RaDitLm, n_docs)?,
+                defaults(Recipe::RaDitLm).0,
+                false,
+                false,
+            )?;
             let lm_model = with_loss(lm.model.clone(), Recipe::RaDitLsr)?;
-            let main = stage("main", Recipe::RaDitLsr, RagModel::<Autodiff<B>>::from_inner(lm_model).into_trainable(), steps, false, false)?;
+            let main = stage(
+                "main",
+                Recipe::RaDitLsr,
+                RagModel::<Autodiff<B>>::from_inner(lm_model).into_trainable(),
+                steps,
+                false,
+                false,
+            )?;
             stages.push(Stage { name: "frozen_retriever", ..lm });
             stages.push(main);
         }
@@ -313,7 +337,17 @@ fn train<B: Backend>(args: TrainArgs, device: &B::Device, spec: DeviceSpec) -> R
     });
     let report_path = run_dir.join("report.json");
     rag::rag_hf::write_atomic(&report_path, serde_json::to_string_pretty(&report)?.as_bytes())?;
-    print_summary(&name, recipe, &before, &after, frozen.as_ref(), closed.as_ref(), wall, main.summary.examples_per_second, peak);
+    print_summary(
+        &name,
+        recipe,
+        &before,
+        &after,
+        frozen.as_ref(),
+        closed.as_ref(),
+        wall,
+        main.summary.examples_per_second,
+        peak,
+    );
     println!("{}", report_path.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -347,9 +381,19 @@ fn print_summary(
     let cell = |m: Option<&Metrics>, k: &str| m.and_then(|m| m.get(k)).map_or("-".to_string(), |v| format!("{v:.3}"));
     println!("\n{name} ({recipe}), held-out questions:");
     println!("{:<20} {:>10} {:>10} {:>12}", "", "recall@1", "recall@5", "exact match");
-    for (label, m) in [("before training", Some(before)), ("after training", Some(after)), ("frozen retriever", frozen), ("closed book", closed)] {
+    for (label, m) in [
+        ("before training", Some(before)),
+        ("after training", Some(after)),
+        ("frozen retriever", frozen),
+        ("closed book", closed),
+    ] {
         if m.is_some() {
-            println!("{label:<20} {:>10} {:>10} {:>12}", cell(m, "recall_at_1"), cell(m, "recall_at_5"), cell(m, "exact_match"));
+            println!(
+                "{label:<20} {:>10} {:>10} {:>12}",
+                cell(m, "recall_at_1"),
+                cell(m, "recall_at_5"),
+                cell(m, "exact_match")
+            );
         }
     }
     let peak = peak.map_or("unknown".to_string(), |p| format!("{:.2} GiB", p as f64 / (1u64 << 30) as f64));
@@ -383,7 +427,12 @@ struct World<B: Backend> {
     knowledge_for: KnowledgeFor<B>,
 }
 
-fn embedded_world<B: Backend>(args: &TrainArgs, recipe: Recipe, run_dir: &Path, device: &B::Device) -> Result<World<B>> {
+fn embedded_world<B: Backend>(
+    args: &TrainArgs,
+    recipe: Recipe,
+    run_dir: &Path,
+    device: &B::Device,
+) -> Result<World<B>> {
     let mut config = EmbeddedConfig::default();
     config.task.entities = args.entities;
     config.task.held_out = (args.entities / 5).max(1);
@@ -463,14 +512,25 @@ fn user_world<B: Backend>(args: &TrainArgs, recipe: Recipe, run_dir: &Path, devi
             rag::ContextFormat::hf()
         };
         if recipe.decoder_only() != matches!(generator, Generator::Llama(_)) {
-            bail!("recipe {recipe} needs a {} generator", if recipe.decoder_only() { "decoder-only (LLaMA)" } else { "BART" });
+            bail!(
+                "recipe {recipe} needs a {} generator",
+                if recipe.decoder_only() { "decoder-only (LLaMA)" } else { "BART" }
+            );
         }
         let config = RagConfig { n_docs, loss: recipe.loss(), context, ..RagConfig::default() };
         Ok(RagModel::new(bi, generator, tokenizer.clone(), gen_tokenizer.clone(), config)?)
     }
     let device = device.clone();
     let (r1, g1, t1, gt1) = (retriever.clone(), generator.clone(), tokenizer.clone(), gen_tokenizer.clone());
-    let probe: RagModel<Flex> = build(&Default::default(), &retriever, &generator, &tokenizer, &gen_tokenizer, recipe, args.n_docs.unwrap_or(5))?;
+    let probe: RagModel<Flex> = build(
+        &Default::default(),
+        &retriever,
+        &generator,
+        &tokenizer,
+        &gen_tokenizer,
+        recipe,
+        args.n_docs.unwrap_or(5),
+    )?;
     let knowledge_for = move |m: &RagModel<B>| -> Result<Knowledge> {
         let store = PassageStore::open(&store_for)?;
         let mut index = FlatIndex::new(m.retriever().dim(), Metric::InnerProduct)?;

@@ -252,7 +252,11 @@ fn a_device_not_compiled_in_is_refused_with_the_feature_to_add() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("--device vulkan: this xtask was built without the `wgpu` feature"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--device vulkan: this xtask was built without the `wgpu` feature"),
+        "{}",
+        stderr(&out)
+    );
     let out = xtask(&["--device", "tpu", "parity", LOSS_FIXTURES]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("unknown device `tpu`"), "{}", stderr(&out));

@@ -106,7 +106,9 @@ impl Source<'_> {
     fn missing(&self, name: &str) -> HfError {
         match self {
             Source::File(c) => c.missing(name, ""),
-            Source::Memory(_) => HfError::MissingTensor { name: name.to_string(), location: self.location(), hint: None },
+            Source::Memory(_) => {
+                HfError::MissingTensor { name: name.to_string(), location: self.location(), hint: None }
+            }
         }
     }
 
@@ -172,7 +174,9 @@ impl Apply<'_> {
         if let Some(extra) = self.source.names().into_iter().find(|n| !self.used.contains(n)) {
             return Err(HfError::Malformed {
                 path: self.source.location(),
-                message: format!("tensor `{extra}` belongs to no parameter of the model (a checkpoint of another model?)"),
+                message: format!(
+                    "tensor `{extra}` belongs to no parameter of the model (a checkpoint of another model?)"
+                ),
             });
         }
         Ok(module)
@@ -217,8 +221,14 @@ pub fn load_module<B: Backend, M: Module<B>>(module: M, path: &Path, dtype: Opti
 /// or differently shaped tensor is an error naming it.
 pub fn copy_module<B0: Backend, M0: Module<B0>, B: Backend, M: Module<B>>(from: &M0, into: M) -> Result<M> {
     let tensors: BTreeMap<String, TensorData> = module_tensors(from).into_iter().collect();
-    Apply { source: Source::Memory(&tensors), dtype: None, path: ModulePath::default(), used: BTreeSet::new(), error: None }
-        .run(into)
+    Apply {
+        source: Source::Memory(&tensors),
+        dtype: None,
+        path: ModulePath::default(),
+        used: BTreeSet::new(),
+        error: None,
+    }
+    .run(into)
 }
 
 struct Cast(DType);

@@ -85,7 +85,10 @@ fn copy_module_moves_weights_between_backends_by_path_and_refuses_another_shape(
         second: burn::nn::Linear<B>,
     }
     fn net<B: burn::tensor::backend::Backend>(d: usize, std: f64, device: &B::Device) -> Net<B> {
-        Net { first: rag_hf::init_linear(3, d, true, std, device), second: rag_hf::init_linear(d, 2, false, std, device) }
+        Net {
+            first: rag_hf::init_linear(3, d, true, std, device),
+            second: rag_hf::init_linear(d, 2, false, std, device),
+        }
     }
     let from = net::<Flex>(4, 0.5, &Default::default());
     // Another backend (NdArray, with autodiff), other weights; one parameter frozen.

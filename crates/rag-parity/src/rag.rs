@@ -86,7 +86,11 @@ fn forward<B: AutodiffBackend>(
     let doc_scores = HfRag::<B>::doc_scores(q, float_tensor::<B, 3>(&inputs.doc_embeds, device, dtype));
     let labels = int_tensor::<B>(&inputs.labels, device);
     let logits = model
-        .generator_logits(int_tensor::<B>(&inputs.ctx_ids, device), int_tensor::<B>(&inputs.ctx_mask, device), labels.clone())
+        .generator_logits(
+            int_tensor::<B>(&inputs.ctx_ids, device),
+            int_tensor::<B>(&inputs.ctx_mask, device),
+            labels.clone(),
+        )
         .map_err(|e| field(path, kind, "context_input_ids", e.to_string()))?;
     let options = config.nll_options(config.exclude_bos_score);
     let loss = hf_loss(marginalization, logits, doc_scores.clone(), labels, &options)

@@ -207,7 +207,9 @@ fn generator_grads(model: &RagModel<Ad>, loss: Tensor<Ad, 1>) -> Vec<f64> {
 
 #[test]
 fn a_half_precision_generator_forward_trains_the_f32_weights_with_an_f32_loss() {
-    for (arch, loss) in [(Arch::Bart, RagLoss::RagToken), (Arch::Bart, RagLoss::RagSequence), (Arch::Llama, RagLoss::RagToken)] {
+    for (arch, loss) in
+        [(Arch::Bart, RagLoss::RagToken), (Arch::Bart, RagLoss::RagSequence), (Arch::Llama, RagLoss::RagToken)]
+    {
         let w = world::<Ad>(arch, config(arch, loss), DType::F32);
         let full = w.model.loss(&w.knowledge, &QUESTIONS, &ANSWERS).unwrap();
         let reference = generator_grads(&w.model, full.loss.clone());
@@ -225,7 +227,10 @@ fn a_half_precision_generator_forward_trains_the_f32_weights_with_an_f32_loss() 
             let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
             let cosine = dot / (norm(&grads) * norm(&reference));
             assert!(cosine > 0.999, "{arch:?} {loss:?} {precision:?}: gradient cosine {cosine}");
-            eprintln!("{arch:?} {loss:?} {precision:?}: loss rel diff {:.1e}, gradient cosine {cosine:.5}", ((a - b) / a).abs());
+            eprintln!(
+                "{arch:?} {loss:?} {precision:?}: loss rel diff {:.1e}, gradient cosine {cosine:.5}",
+                ((a - b) / a).abs()
+            );
         }
     }
 }
