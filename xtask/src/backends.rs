@@ -22,8 +22,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::backend::Autodiff;
+use burn::tensor::DType;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Tensor};
 use clap::Args;
 use rag::Marginalization;
 use rag::rag_trainer::{Gradients, accumulate, global_norm};
@@ -56,6 +56,7 @@ pub struct BackendsArgs {
 }
 
 /// One case's outcome on one backend, on the host.
+#[derive(Clone)]
 struct Outcome {
     /// Per-example losses (the embedded step: the batch mean).
     loss: Vec<f64>,
@@ -102,7 +103,7 @@ pub fn run(args: BackendsArgs, spec: DeviceSpec) -> Result<ExitCode> {
         }
         eprintln!("{spec}: running {} cases", CASES.len());
         let outcomes = dispatch(spec, Cases { fixture: &fixture, world: &world })?;
-        let reference = reference.get_or_insert_with(|| outcomes.iter().map(Outcome::host_copy).collect());
+        let reference = reference.get_or_insert_with(|| outcomes.clone());
         for ((case, outcome), cpu) in CASES.iter().zip(&outcomes).zip(reference.iter()) {
             let Difference { max: difference, worst_tensor } = relative_difference(outcome, cpu)?;
             let ok = difference.is_finite() && difference <= args.tolerance;
@@ -165,18 +166,6 @@ fn print_table(rows: &[serde_json::Value], tolerance: f64) {
         "f32; max rel diff: of the losses and of the whole gradient to the CPU's, tolerance {tolerance:.0e}; worst \
          tensor: one parameter's gradient (reported, not judged); step ms: the second run (the first compiles kernels)"
     );
-}
-
-impl Outcome {
-    fn host_copy(&self) -> Outcome {
-        Outcome {
-            loss: self.loss.clone(),
-            grad_norm: self.grad_norm,
-            grads: self.grads.clone(),
-            first_seconds: self.first_seconds,
-            seconds: self.seconds,
-        }
-    }
 }
 
 /// How far a backend's outcome is from the CPU's.
@@ -244,7 +233,7 @@ impl OnBackend for Cases<'_> {
             let once = || -> Result<(Vec<f64>, Gradients<B>, f64)> {
                 let started = Instant::now();
                 let loss = fixture.loss(&model, marginalization, &device, DType::F32)?;
-                let values = host(loss.clone().inner());
+                let values = rag_parity::values(loss.clone().inner());
                 let mut grads = Gradients::new();
                 accumulate(&model, &loss.sum().backward(), &mut grads);
                 step::sync::<B>(&device);
@@ -272,12 +261,8 @@ fn outcome<B: Backend>(loss: Vec<f64>, grads: &Gradients<B>, first_seconds: f64,
     Outcome {
         loss,
         grad_norm: global_norm(grads),
-        grads: grads.iter().map(|(k, g)| (k.clone(), host(g.clone()))).collect(),
+        grads: grads.iter().map(|(k, g)| (k.clone(), rag_parity::values(g.clone()))).collect(),
         first_seconds,
         seconds,
     }
-}
-
-fn host<B: Backend>(t: Tensor<B, 1>) -> Vec<f64> {
-    t.into_data().convert::<f64>().to_vec::<f64>().expect("converted to f64 just above")
 }

@@ -82,7 +82,7 @@ pub fn step<B: Backend>(
     <Autodiff<B> as Backend>::seed(&device, mix(&[SEED, step]));
     let started = Instant::now();
     let output = model.loss(&world.knowledge, &questions, &answers)?;
-    let loss = output.loss.clone().into_scalar().elem_f64();
+    let loss = rag_parity::values(output.loss.clone())[0];
     let mut grads = Gradients::new();
     accumulate(&model, &output.loss.backward(), &mut grads);
     let kept = grads.clone();
@@ -108,15 +108,4 @@ pub fn optimizer<B: Backend>() -> AdamW<B> {
 pub fn sync<B: Backend>(device: &B::Device) {
     // An execution error shows up again in the next read of a value; timing needs only the wait.
     let _ = B::sync(device);
-}
-
-/// A float element as f64.
-trait ElemF64 {
-    fn elem_f64(self) -> f64;
-}
-
-impl<E: burn::tensor::ElementConversion> ElemF64 for E {
-    fn elem_f64(self) -> f64 {
-        self.elem::<f64>()
-    }
 }
