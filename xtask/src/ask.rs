@@ -79,7 +79,7 @@ pub struct EvalArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// Questions: JSONL of {"question", "answers": [...]} (default: the run's held-out
-    /// questions, `data/eval.jsonl`).
+    /// questions, `data/test.jsonl`).
     #[arg(long)]
     dev: Option<PathBuf>,
     /// Evaluate at most this many.
@@ -93,7 +93,7 @@ pub fn eval(args: EvalArgs, spec: DeviceSpec) -> Result<ExitCode> {
 
 fn eval_on<B: Backend>(args: EvalArgs, device: &B::Device, spec: DeviceSpec) -> Result<ExitCode> {
     let (model, knowledge, dir) = load::<B>(&args.model, device)?;
-    let dev = args.dev.clone().unwrap_or_else(|| args.model.run.join("data").join("eval.jsonl"));
+    let dev = args.dev.clone().unwrap_or_else(|| args.model.run.join("data").join("test.jsonl"));
     let mut examples = read_qa_jsonl(&dev)?;
     if let Some(limit) = args.limit {
         examples.truncate(limit);
@@ -103,7 +103,7 @@ fn eval_on<B: Backend>(args: EvalArgs, device: &B::Device, spec: DeviceSpec) -> 
         ks: vec![1, 5, 20],
         mode: args.model.mode.into(),
         generation: generation(&model, &args.model),
-        closed_book: false,
+        passages: rag::PassageSource::Retrieved,
     };
     let started = std::time::Instant::now();
     let report = evaluate(&model, &knowledge, &examples, &options)?;

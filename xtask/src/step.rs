@@ -34,9 +34,9 @@ impl EmbeddedWorld {
         let n_docs = setup.config.n_docs;
         let cpu_model: RagModel<Flex> = setup.model(RECIPE, n_docs, SEED, &Default::default())?;
         let knowledge = setup.knowledge(&cpu_model)?;
-        // Both groups train from step 0 (`cargo xtask train` holds the retriever for a third of
-        // the run), with the learning rates `train` uses.
-        let groups = RECIPE.param_groups(1e-4, 2e-3, 0.01, false, false, 0);
+        // Both groups train from step 0, as in `cargo xtask train`'s main stage after its reading
+        // warm-up, with the learning rates it uses.
+        let groups = RECIPE.param_groups(5e-4, 2e-3, 0.01, false, false, 0);
         Ok(Self { setup, cpu_model, knowledge, groups })
     }
 

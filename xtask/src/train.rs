@@ -1,6 +1,7 @@
 //! `cargo xtask train`: end-to-end training, on the embedded generated task by default or on the
 //! user's data, with the baselines that show what the training did.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -14,8 +15,8 @@ use clap::Args;
 use rag::rag_retriever::{BiEncoder, EncodeOptions, Encoder, EncoderOptions, TextTokenizer};
 use rag::rag_trainer::{Decay, Metrics, TrainSummary, Trainer, TrainerConfig};
 use rag::{
-    DecodeMode, EmbeddedConfig, EmbeddedSetup, EvalOptions, Generator, Knowledge, QaExample, RagConfig, RagModel,
-    RagTask, Recipe, index_store, read_qa_jsonl,
+    DecodeMode, EmbeddedConfig, EmbeddedSetup, EvalOptions, Generator, Knowledge, PassageSource, QaExample, RagConfig,
+    RagModel, RagTask, Recipe, evaluate, index_store, read_qa_jsonl,
 };
 use rag_index::{FlatIndex, IngestOptions, Metric, PassageStore, StoreBuilder};
 use serde_json::{Value, json};
@@ -56,7 +57,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub generator_lr: Option<f64>,
     /// Hold the retriever still for this many steps while the generator learns to read
-    /// (default: a third of the steps for the RAG recipes, 0 for RA-DIT's LSR stage).
+    /// (default: 0 after a reading warm-up, else a third of the steps for the RAG recipes; 0 for
+    /// RA-DIT's LSR stage).
     #[arg(long)]
     pub retriever_start: Option<u64>,
     /// Evaluate every this many steps as well as before and after (0: before and after only).
@@ -65,7 +67,8 @@ pub struct TrainArgs {
     /// Checkpoint every this many steps.
     #[arg(long, default_value_t = 100)]
     pub checkpoint_every: u64,
-    /// Passages per question (default: 3 on the embedded task, 5 on your data).
+    /// Passages per question (default: 3 on the embedded task, 8 for the RA-DIT recipes there; 5
+    /// on your data).
     #[arg(long)]
     pub n_docs: Option<usize>,
     /// Train the document encoder too (RAG recipes), re-encoding the corpus into the index every
@@ -78,8 +81,9 @@ pub struct TrainArgs {
     /// Skip the frozen-retriever ablation and the closed-book baseline.
     #[arg(long)]
     pub no_baselines: bool,
-    /// Entities of the embedded task (a fifth are held out).
-    #[arg(long, default_value_t = 300)]
+    /// Entities of the embedded task (30 dev and 60 test entities, or a tenth and a fifth of
+    /// fewer than 300; the rest are asked about in training).
+    #[arg(long, default_value_t = 1000)]
     pub entities: usize,
     /// Evaluate on at most this many questions.
     #[arg(long)]
@@ -107,26 +111,183 @@ pub struct TrainArgs {
     /// Show progress bars.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub progress: bool,
+    /// Run the whole thing for this many seeds (--seed, --seed + 1, ...), each under
+    /// `<name>/seed-<s>/`, and report every row's mean and spread in `<name>/seeds.json`.
+    #[arg(long, default_value_t = 1)]
+    pub seeds: u64,
+    /// Steps of a gold-passage reading warm-up of the generator before the recipe's own
+    /// training, reported as stage `read` (default: the recipe's on the embedded task, 0 on
+    /// your data).
+    #[arg(long)]
+    pub read_steps: Option<u64>,
+    /// Steps of ra-dit-lsr's `lm` stage, which trains the LM that LSR learns from.
+    #[arg(long)]
+    pub lm_steps: Option<u64>,
+    /// ra-dit-lsr trains its retriever only when its teacher LM, given the gold passage,
+    /// answers at least this fraction of the test questions exactly (LSR from an LM that does
+    /// not read is noise).
+    #[arg(long, default_value_t = 0.5)]
+    pub min_teacher_exact_match: f64,
 }
 
-/// The learning rates and step counts each recipe uses on the embedded default.
+/// The step counts and learning rates (retriever, generator) each recipe uses on the embedded
+/// default.
 fn defaults(recipe: Recipe) -> (u64, f64, f64) {
     match recipe {
-        Recipe::RagToken | Recipe::RagSequence => (600, 1e-4, 2e-3),
+        Recipe::RagToken | Recipe::RagSequence => (1500, 5e-4, 2e-3),
         Recipe::RaDitLm => (400, 0.0, 2e-3),
-        Recipe::RaDitLsr => (120, 1e-4, 0.0),
+        Recipe::RaDitLsr => (400, 5e-4, 0.0),
+    }
+}
+
+/// Steps of the gold-passage reading warm-up each recipe runs before its own training on the
+/// embedded default (0: none).
+fn default_read_steps(recipe: Recipe) -> u64 {
+    match recipe {
+        Recipe::RagToken | Recipe::RagSequence => 800,
+        Recipe::RaDitLm | Recipe::RaDitLsr => 800,
+    }
+}
+
+/// Passages per question on the embedded default: RAG's K, and RA-DIT's top-k, each retrieved
+/// passage its own example (the untrained retriever finds the fact among the entity's
+/// passages, not first: RA-DIT's LM and LSR need it in the top-k to learn from).
+fn default_n_docs(recipe: Recipe) -> usize {
+    if recipe.decoder_only() { RADIT_N_DOCS } else { EmbeddedConfig::default().n_docs }
+}
+
+/// RA-DIT's top-k on the embedded default.
+const RADIT_N_DOCS: usize = 8;
+
+/// What a stage trains and what it measures on the test questions.
+#[derive(Debug, Clone, Copy)]
+struct StageSpec {
+    name: &'static str,
+    recipe: Recipe,
+    steps: u64,
+    /// Freeze the query encoder (the frozen-retriever ablation).
+    freeze_retriever: bool,
+    /// What the generator reads in training (a gold-passage stage is evaluated on retrieved
+    /// passages).
+    passages: PassageSource,
+    /// Also measure the model before training.
+    before: bool,
+    /// Also measure the trained generator given the gold passage.
+    oracle: bool,
+}
+
+impl StageSpec {
+    fn new(name: &'static str, recipe: Recipe, steps: u64) -> Self {
+        Self {
+            name,
+            recipe,
+            steps,
+            freeze_retriever: false,
+            passages: PassageSource::Retrieved,
+            before: false,
+            oracle: false,
+        }
     }
 }
 
 /// One training stage's outcome.
 struct Stage<B: Backend> {
-    name: &'static str,
+    spec: StageSpec,
     summary: TrainSummary,
     model: RagModel<B>,
+    /// Test metrics before training (when the spec asks).
+    before: Option<Metrics>,
+    /// Test metrics after training.
+    test: Metrics,
+    /// Test metrics of the trained generator on the gold passages (when the spec asks).
+    oracle: Option<Metrics>,
 }
 
+/// The rows of the report and the summary, in print order.
+const ROWS: [&str; 7] = ["before", "after", "frozen_retriever", "closed_book", "bm25", "oracle", "teacher"];
+
 pub fn run(args: TrainArgs, spec: DeviceSpec) -> Result<ExitCode> {
-    on_device!(spec, args: TrainArgs => train)
+    if args.seeds <= 1 {
+        return on_device!(spec, args: TrainArgs => train);
+    }
+    let recipe: Recipe = args.recipe.parse()?;
+    let name = args.name.clone().unwrap_or_else(|| recipe.name().to_string());
+    let mut reports = Vec::new();
+    for seed in args.seed..args.seed + args.seeds {
+        let mut one = args.clone();
+        (one.seed, one.seeds, one.name) = (seed, 1, Some(format!("{name}/seed-{seed}")));
+        on_device!(spec, one: TrainArgs => train)?;
+        let path = args.runs_dir.join(&name).join(format!("seed-{seed}")).join("report.json");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        reports.push(serde_json::from_str::<Value>(&text).with_context(|| format!("parsing {}", path.display()))?);
+    }
+    let summary = seed_summary(&reports);
+    let path = args.runs_dir.join(&name).join("seeds.json");
+    rag::rag_hf::write_atomic(&path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    print_seed_summary(&name, recipe, &summary);
+    println!("{}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Mean, standard deviation, min and max of every metric of every row over seed reports.
+fn seed_summary(reports: &[Value]) -> Value {
+    let stats = |values: &[f64]| -> Value {
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let std = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt();
+        let (min, max) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        json!({"mean": mean, "std": std, "min": min, "max": max, "n": values.len()})
+    };
+    let mut rows = serde_json::Map::new();
+    for row in ROWS {
+        let mut metrics = serde_json::Map::new();
+        let keys: std::collections::BTreeSet<String> =
+            reports.iter().filter_map(|r| r[row].as_object()).flat_map(|m| m.keys().cloned()).collect();
+        for key in keys {
+            let values: Vec<f64> = reports.iter().filter_map(|r| r[row][&key].as_f64()).collect();
+            if !values.is_empty() {
+                metrics.insert(key, stats(&values));
+            }
+        }
+        if !metrics.is_empty() {
+            rows.insert(row.to_string(), Value::Object(metrics));
+        }
+    }
+    let wall: Vec<f64> = reports.iter().filter_map(|r| r["wall_seconds"].as_f64()).collect();
+    let peak: Vec<f64> = reports.iter().filter_map(|r| r["peak_rss_bytes"].as_f64()).collect();
+    let seeds: Vec<Value> = reports.iter().map(|r| r["settings"]["seed"].clone()).collect();
+    let met: Vec<Value> = reports.iter().map(|r| r["targets_met"].clone()).collect();
+    json!({"seeds": seeds, "rows": rows, "wall_seconds": stats(&wall), "peak_rss_bytes": stats(&peak),
+           "targets_met": met, "recipe": reports.first().map(|r| r["recipe"].clone())})
+}
+
+fn print_seed_summary(name: &str, recipe: Recipe, summary: &Value) {
+    println!("\n{name} ({recipe}), test questions, mean ± std over seeds {}:", summary["seeds"]);
+    println!("{:<18} {:>15} {:>15} {:>15} {:>15}", "", "recall@1", "recall@5", "recall@20", "exact match");
+    for row in ROWS {
+        let m = &summary["rows"][row];
+        if m.is_null() {
+            continue;
+        }
+        let cell = |k: &str| match (m[k]["mean"].as_f64(), m[k]["std"].as_f64()) {
+            (Some(mean), Some(std)) => format!("{mean:.3} ± {std:.3}"),
+            _ => "-".into(),
+        };
+        println!(
+            "{row:<18} {:>15} {:>15} {:>15} {:>15}",
+            cell("recall_at_1"),
+            cell("recall_at_5"),
+            cell("recall_at_20"),
+            cell("exact_match")
+        );
+    }
+    let w = &summary["wall_seconds"];
+    println!(
+        "wall time {:.0} ± {:.0} s (max {:.0} s) per seed",
+        w["mean"].as_f64().unwrap_or(f64::NAN),
+        w["std"].as_f64().unwrap_or(f64::NAN),
+        w["max"].as_f64().unwrap_or(f64::NAN)
+    );
 }
 
 fn train<B: Backend>(args: TrainArgs, device: &B::Device, spec: DeviceSpec) -> Result<ExitCode> {
@@ -137,31 +298,50 @@ fn train<B: Backend>(args: TrainArgs, device: &B::Device, spec: DeviceSpec) -> R
     let run_dir = args.runs_dir.join(&name);
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let mut args = args;
-    args.n_docs = Some(args.n_docs.unwrap_or(if args.corpus.is_some() { 5 } else { EmbeddedConfig::default().n_docs }));
+    args.n_docs = Some(args.n_docs.unwrap_or(if args.corpus.is_some() { 5 } else { default_n_docs(recipe) }));
     let n_docs = args.n_docs.expect("set just above");
-    let world = if args.corpus.is_some() {
-        user_world::<B>(&args, recipe, &run_dir, device)?
-    } else {
+    let embedded = args.corpus.is_none();
+    let world = if embedded {
         embedded_world::<B>(&args, recipe, &run_dir, device)?
+    } else {
+        user_world::<B>(&args, recipe, &run_dir, device)?
     };
     eprintln!(
-        "{name}: recipe {recipe} on {spec}, {} passages, {} training questions, {} evaluation questions{}",
+        "{name}: recipe {recipe} on {spec}, {} passages, {} training, {} dev and {} test questions{}",
         world.passages,
         world.train.len(),
-        world.eval.len(),
-        if args.corpus.is_none() { " (embedded generated task, held-out entities)" } else { "" }
+        world.dev.len(),
+        world.test.len(),
+        if embedded { " (embedded generated task; dev and test entities never asked about in training)" } else { "" }
     );
+    let ks = [1, 5, 20];
+    let bm25 = {
+        let store = PassageStore::open(&world.store_path)?;
+        let recall = rag::Bm25::build(&store)?.recall(&store, &world.test, &ks)?;
+        recall.into_iter().map(|(k, r)| (format!("recall_at_{k}"), r)).collect::<Metrics>()
+    };
     let steps = args.steps.unwrap_or(defaults(recipe).0);
-    // Each stage's learning rates are its own recipe's (RA-DIT's `lm` stage trains the LM that
+    let read_steps = args.read_steps.unwrap_or(if embedded { default_read_steps(recipe) } else { 0 });
+    if read_steps > 0
+        && let Some(i) = world.train.iter().position(|e| e.gold.is_none())
+    {
+        bail!(
+            "--read-steps {read_steps}: the reading warm-up reads each training question's gold passage, and training \
+             question {} (`{}`) has no `gold` id",
+            i + 1,
+            world.train[i].question
+        );
+    }
+    // Each stage takes its own recipe's learning rates (RA-DIT's `lm` stage trains the LM that
     // the LSR stage then freezes), unless given.
     let lrs = |r: Recipe| (args.retriever_lr.unwrap_or(defaults(r).1), args.generator_lr.unwrap_or(defaults(r).2));
     let (rlr, glr) = lrs(recipe);
     let eval_options = EvalOptions {
         batch_size: 32,
-        ks: vec![1, 5],
+        ks: ks.to_vec(),
         mode: DecodeMode::Token,
         generation: rag::rag_generator::GenerationConfig { max_new_tokens: Some(12), ..world.generation.clone() },
-        closed_book: false,
+        passages: PassageSource::Retrieved,
     };
     let trainer_config = |label: &str, steps: u64, groups| TrainerConfig {
         steps,
@@ -182,39 +362,47 @@ fn train<B: Backend>(args: TrainArgs, device: &B::Device, spec: DeviceSpec) -> R
         ..TrainerConfig::default()
     };
     let train_docs = args.train_doc_encoder && recipe.trains_retriever();
-    let stage = |label: &'static str,
-                 stage_recipe: Recipe,
-                 model: RagModel<Autodiff<B>>,
-                 steps: u64,
-                 freeze_retriever: bool,
-                 closed_book: bool|
-     -> Result<Stage<B>> {
+    let golds = world.test.iter().all(|e| e.gold.is_some());
+    let run_stage = |spec: StageSpec, model: RagModel<Autodiff<B>>| -> Result<Stage<B>> {
+        let closed_book = spec.passages == PassageSource::ClosedBook;
         let knowledge = (world.knowledge_for)(&model.valid())?;
+        let reads = if closed_book { PassageSource::ClosedBook } else { PassageSource::Retrieved };
+        let options = EvalOptions { passages: reads, ..eval_options.clone() };
+        let test = |model: &RagModel<B>, knowledge: &Knowledge, options: &EvalOptions| -> Result<Metrics> {
+            Ok(evaluate(model, knowledge, &world.test, options)
+                .with_context(|| format!("evaluating stage `{}` on the test questions", spec.name))?
+                .metrics())
+        };
+        let before = if spec.before { Some(test(&model.valid(), &knowledge, &options)?) } else { None };
         let mut task = RagTask {
             knowledge,
-            eval: world.eval.clone(),
-            eval_options: eval_options.clone(),
-            closed_book,
+            eval: world.dev.clone(),
+            eval_options: options.clone(),
+            passages: spec.passages,
             refresh: EncodeOptions { batch_size: 64, with_titles: true, progress: false },
         };
-        let start = match stage_recipe {
+        let start = match spec.recipe {
             Recipe::RaDitLsr => args.retriever_start.unwrap_or(0),
-            _ => args.retriever_start.unwrap_or(steps / 3),
+            // A generator that cannot read yet makes the doc-score gradient noise; after the
+            // reading warm-up it can.
+            _ => args.retriever_start.unwrap_or(if read_steps > 0 { 0 } else { spec.steps / 3 }),
         };
-        let (rlr, glr) = lrs(stage_recipe);
-        let groups = stage_recipe.param_groups(
-            rlr,
-            glr,
-            0.01,
-            train_docs && !closed_book,
-            freeze_retriever || closed_book,
-            start,
-        );
-        let trainer = Trainer::new(trainer_config(label, steps, groups), run_dir.join(label));
+        let (rlr, glr) = lrs(spec.recipe);
+        let fixed = spec.passages != PassageSource::Retrieved;
+        let groups =
+            spec.recipe.param_groups(rlr, glr, 0.01, train_docs && !fixed, spec.freeze_retriever || fixed, start);
+        let trainer = Trainer::new(trainer_config(spec.name, spec.steps, groups), run_dir.join(spec.name));
         let trained = trainer
             .fit(model, &mut task, &world.train, args.resume)
-            .with_context(|| format!("stage `{label}` of {}", run_dir.display()))?;
-        Ok(Stage { name: label, summary: trained.summary, model: trained.model.valid() })
+            .with_context(|| format!("stage `{}` of {}", spec.name, run_dir.display()))?;
+        let model = trained.model.valid();
+        let after = test(&model, &task.knowledge, &options)?;
+        let oracle = if spec.oracle && golds {
+            Some(test(&model, &task.knowledge, &EvalOptions { passages: PassageSource::Gold, ..options.clone() })?)
+        } else {
+            None
+        };
+        Ok(Stage { spec, summary: trained.summary, model, before, test: after, oracle })
     };
     let fresh = |r: Recipe, n_docs: usize| -> Result<RagModel<Autodiff<B>>> {
         let mut model: RagModel<Autodiff<B>> = (world.build_ad)(r, n_docs)?;
@@ -227,66 +415,140 @@ fn train<B: Backend>(args: TrainArgs, device: &B::Device, spec: DeviceSpec) -> R
         }
         Ok(model)
     };
+    // The gold-passage reading warm-up, reported as its own stage `read`: the model a recipe's
+    // stages start from (each takes its own trainable copy).
+    let mut stages: Vec<Stage<B>> = Vec::new();
+    let lm_recipe = if recipe.decoder_only() { Recipe::RaDitLm } else { recipe };
+    let warmed: Option<RagModel<B>> = if read_steps > 0 {
+        // One passage slot: the gold passage is all it reads (K − 1 empty rows would cost
+        // generator passes and teach nothing).
+        let read =
+            StageSpec { passages: PassageSource::Gold, before: true, ..StageSpec::new("read", lm_recipe, read_steps) };
+        let stage = run_stage(read, fresh(lm_recipe, 1)?)?;
+        let model = stage.model.clone();
+        stages.push(stage);
+        Some(model)
+    } else {
+        None
+    };
+    let start_from = |r: Recipe| -> Result<RagModel<Autodiff<B>>> {
+        match &warmed {
+            Some(model) => {
+                let model = RagModel::<Autodiff<B>>::from_inner(with_recipe(model.clone(), r, n_docs)?);
+                Ok(model.with_document_training(train_docs && n_docs > 1).into_trainable())
+            }
+            None => fresh(r, n_docs),
+        }
+    };
+    let mut notes: Vec<String> = Vec::new();
+    // The baselines train on the other core beside the recipe's own stages: each stage's step is
+    // mostly one thread of small ops, and the embedded models use no dropout, so no stage draws
+    // from the backend's shared RNG and running them side by side changes no result. On that
+    // thread: the frozen-retriever ablation (RAG recipes, from the same warmed-up generator),
+    // then closed book (the generator alone, trained as long as the main stage).
+    let mut side: Vec<(StageSpec, RagModel<Autodiff<B>>)> = Vec::new();
+    if !args.no_baselines {
+        if !recipe.decoder_only() {
+            let frozen = StageSpec { freeze_retriever: true, ..StageSpec::new("frozen_retriever", recipe, steps) };
+            side.push((frozen, start_from(recipe)?));
+        }
+        let closed_recipe = if recipe.decoder_only() { Recipe::RaDitLm } else { Recipe::RagToken };
+        let closed_steps =
+            if recipe == Recipe::RaDitLsr { args.lm_steps.unwrap_or(defaults(Recipe::RaDitLm).0) } else { steps };
+        let closed = StageSpec {
+            passages: PassageSource::ClosedBook,
+            ..StageSpec::new("closed_book", closed_recipe, closed_steps)
+        };
+        side.push((closed, fresh(closed_recipe, 1)?));
+    }
+    let main_chain = |notes: &mut Vec<String>| -> Result<Vec<Stage<B>>> {
+        let mut chain = Vec::new();
+        match recipe {
+            Recipe::RaDitLsr => {
+                // RA-DIT's retriever stage needs an LM that reads passages: the `lm` stage
+                // fine-tunes one (as ra-dit-lm), the LSR stage trains the query encoder against
+                // it, frozen.
+                let lm_steps = args.lm_steps.unwrap_or(defaults(Recipe::RaDitLm).0);
+                let lm_spec = StageSpec { oracle: true, ..StageSpec::new("lm", Recipe::RaDitLm, lm_steps) };
+                let lm = run_stage(lm_spec, start_from(Recipe::RaDitLm)?)?;
+                let teacher = lm.oracle.as_ref().and_then(|m| m.get("exact_match").copied());
+                let lm_model = with_recipe(lm.model.clone(), Recipe::RaDitLsr, n_docs)?;
+                chain.push(lm);
+                match teacher {
+                    Some(em) if em < args.min_teacher_exact_match => {
+                        let note = format!(
+                            "LSR not trained: the teacher LM answers {em:.3} of the test questions from the gold \
+                             passage (below --min-teacher-exact-match {}); its likelihoods would not tell a \
+                             helpful passage from another, and LSR would train the retriever on noise",
+                            args.min_teacher_exact_match
+                        );
+                        eprintln!("{name}: {note}");
+                        notes.push(note);
+                    }
+                    _ => {
+                        let model = RagModel::<Autodiff<B>>::from_inner(lm_model).into_trainable();
+                        chain.push(run_stage(StageSpec::new("main", Recipe::RaDitLsr, steps), model)?);
+                    }
+                }
+            }
+            Recipe::RaDitLm | Recipe::RagToken | Recipe::RagSequence => {
+                let main = StageSpec { before: true, oracle: true, ..StageSpec::new("main", recipe, steps) };
+                chain.push(run_stage(main, start_from(recipe)?)?);
+            }
+        }
+        Ok(chain)
+    };
+    let (chain, baselines) = std::thread::scope(|scope| {
+        let baselines = (!side.is_empty()).then(|| {
+            scope.spawn(|| side.into_iter().map(|(spec, model)| run_stage(spec, model)).collect::<Result<Vec<_>>>())
+        });
+        let chain = main_chain(&mut notes);
+        (chain, baselines.map(|handle| handle.join().expect("a baseline stage panicked")))
+    });
+    stages.extend(chain?);
+    if let Some(baselines) = baselines {
+        stages.extend(baselines?);
+    }
 
-    let mut stages = Vec::new();
+    let find = |name: &str| stages.iter().rev().find(|s| s.spec.name == name);
+    // The model the run ends with: LSR's when it trained, else the last stage before the
+    // baselines.
+    let main = find("main").or_else(|| find("lm")).expect("a main or lm stage always runs");
+    let lm = find("lm");
+    let first = stages.first().expect("at least one stage");
+    let before = match recipe {
+        // LSR starts from the trained LM and the untrained retriever: that is its `before`.
+        Recipe::RaDitLsr => lm.map(|s| s.test.clone()),
+        _ => first.before.clone().or_else(|| main.before.clone()),
+    };
+    let mut rows: BTreeMap<&str, Metrics> = BTreeMap::new();
+    if let Some(before) = before {
+        rows.insert("before", before);
+    }
+    rows.insert("after", main.test.clone());
     match recipe {
         Recipe::RaDitLsr => {
-            // RA-DIT's second stage needs an LM that reads passages: the first stage fine-tunes
-            // one (as ra-dit-lm), the second trains the query encoder against it, frozen.
-            let lm = stage(
-                "lm",
-                Recipe::RaDitLm,
-                fresh(Recipe::RaDitLm, n_docs)?,
-                defaults(Recipe::RaDitLm).0,
-                false,
-                false,
-            )?;
-            let lm_model = with_loss(lm.model.clone(), Recipe::RaDitLsr)?;
-            let main = stage(
-                "main",
-                Recipe::RaDitLsr,
-                RagModel::<Autodiff<B>>::from_inner(lm_model).into_trainable(),
-                steps,
-                false,
-                false,
-            )?;
-            stages.push(Stage { name: "frozen_retriever", ..lm });
-            stages.push(main);
+            if let Some(lm) = lm {
+                rows.insert("frozen_retriever", lm.test.clone());
+                if let Some(oracle) = &lm.oracle {
+                    rows.insert("oracle", oracle.clone());
+                    rows.insert("teacher", oracle.clone());
+                }
+            }
         }
         _ => {
-            // The ablation trains beside the main stage, on the other core: each stage's step is
-            // mostly one thread of small ops, and the models use no dropout, so no stage draws
-            // from the backend's shared RNG and running them together changes no result.
-            let ablate = !args.no_baselines && recipe.trains_retriever();
-            let (main_model, frozen_model) =
-                (fresh(recipe, n_docs)?, if ablate { Some(fresh(recipe, n_docs)?) } else { None });
-            let (main, frozen) = std::thread::scope(|scope| {
-                let frozen = frozen_model
-                    .map(|model| scope.spawn(|| stage("frozen_retriever", recipe, model, steps, true, false)));
-                let main = stage("main", recipe, main_model, steps, false, false);
-                (main, frozen.map(|handle| handle.join().expect("the ablation stage panicked")))
-            });
-            stages.push(main?);
-            if let Some(frozen) = frozen {
-                stages.push(frozen?);
+            if let Some(frozen) = find("frozen_retriever") {
+                rows.insert("frozen_retriever", frozen.test.clone());
+            }
+            if let Some(oracle) = &main.oracle {
+                rows.insert("oracle", oracle.clone());
             }
         }
     }
-    if !args.no_baselines {
-        let closed_recipe = if recipe.decoder_only() { Recipe::RaDitLm } else { Recipe::RagToken };
-        let steps = if recipe == Recipe::RaDitLsr { defaults(Recipe::RaDitLm).0 } else { steps };
-        stages.push(stage("closed_book", closed_recipe, fresh(closed_recipe, 1)?, steps, false, true)?);
+    if let Some(closed) = find("closed_book") {
+        rows.insert("closed_book", closed.test.clone());
     }
-
-    let main = stages.iter().find(|s| s.name == "main").expect("always run");
-    let before = match recipe {
-        Recipe::RaDitLsr => stages.iter().find(|s| s.name == "frozen_retriever").map(|s| first_eval(&s.summary)),
-        _ => Some(first_eval(&main.summary)),
-    }
-    .unwrap_or_default();
-    let after = last_eval(&main.summary);
-    let frozen = stages.iter().find(|s| s.name == "frozen_retriever").map(|s| last_eval(&s.summary));
-    let closed = stages.iter().find(|s| s.name == "closed_book").map(|s| last_eval(&s.summary));
+    rows.insert("bm25", bm25);
     // The trained model, with the index its document encoder built, for `cargo xtask eval/ask`.
     let index_path = run_dir.join("corpus.index");
     let knowledge = (world.knowledge_for)(&main.model)?;
@@ -298,71 +560,108 @@ fn train<B: Backend>(args: TrainArgs, device: &B::Device, spec: DeviceSpec) -> R
 
     let wall = started.elapsed().as_secs_f64();
     let peak = peak_rss_bytes();
-    let pick = |m: &Metrics, keys: &[&str]| -> Value {
-        Value::Object(keys.iter().filter_map(|k| m.get(*k).map(|v| (k.to_string(), json!(v)))).collect())
-    };
-    let full = ["recall_at_1", "recall_at_5", "exact_match", "f1"];
-    let report = json!({
+    let targets = if embedded { targets(recipe, &rows) } else { Vec::new() };
+    let met = targets.iter().all(|t| t.met);
+    let mut report = json!({
         "recipe": recipe.name(),
         "name": name,
         "device": spec.to_string(),
         "backend": B::name(device),
-        "data": if args.corpus.is_some() { "user" } else { "embedded" },
+        "data": if embedded { "embedded" } else { "user" },
+        "evaluated_on": if embedded { "test" } else { "dev" },
         "wall_seconds": wall,
         "examples_per_second": main.summary.examples_per_second,
         "peak_rss_bytes": peak,
-        "before": pick(&before, &full),
-        "after": pick(&after, &full),
-        "frozen_retriever": frozen.as_ref().map(|m| pick(m, &full)),
-        "closed_book": closed.as_ref().map(|m| pick(m, &["exact_match", "f1"])),
-        "targets": {"recall_at_1": 0.85, "recall_at_5": 0.95, "exact_match": 0.80},
-        "stages": stages.iter().map(|s| (s.name.to_string(), json!({
+        "targets": targets.iter().map(|t| json!({"check": t.check, "value": t.value, "bound": t.bound, "met": t.met})).collect::<Vec<_>>(),
+        "targets_met": if embedded { json!(met) } else { Value::Null },
+        "notes": notes,
+        "stages": stages.iter().map(|s| (s.spec.name.to_string(), json!({
+            "recipe": s.spec.recipe.name(),
+            "reads": format!("{:?}", s.spec.passages).to_lowercase(),
             "steps": s.summary.steps,
             "examples": s.summary.examples,
             "train_seconds": s.summary.train_seconds,
             "examples_per_second": s.summary.examples_per_second,
             "final_loss": s.summary.final_loss,
             "resumed_from": s.summary.resumed_from,
-            "evals": s.summary.evals.iter().map(|(step, m)| json!({"step": step, "metrics": m})).collect::<Vec<_>>(),
+            "test": s.test,
+            "dev_evals": s.summary.evals.iter().map(|(step, m)| json!({"step": step, "metrics": m})).collect::<Vec<_>>(),
             "plots": s.summary.plots,
         }))).collect::<serde_json::Map<_, _>>(),
         "settings": {
-            "steps": steps, "batch_size": args.batch_size, "grad_accumulation": args.grad_accumulation,
-            "retriever_lr": rlr, "generator_lr": glr, "n_docs": n_docs, "seed": args.seed,
-            "train_doc_encoder": train_docs, "passages": world.passages,
+            "steps": steps, "read_steps": read_steps, "batch_size": args.batch_size,
+            "grad_accumulation": args.grad_accumulation, "retriever_lr": rlr, "generator_lr": glr, "n_docs": n_docs,
+            "seed": args.seed, "train_doc_encoder": train_docs, "passages": world.passages,
             "precision": format!("{:?}", args.precision).to_lowercase(),
-            "train_questions": world.train.len(), "eval_questions": world.eval.len(),
+            "train_questions": world.train.len(), "dev_questions": world.dev.len(), "test_questions": world.test.len(),
         },
         "model": run_dir.join("model"),
     });
+    for (row, metrics) in &rows {
+        report[*row] = json!(metrics);
+    }
     let report_path = run_dir.join("report.json");
     rag::rag_hf::write_atomic(&report_path, serde_json::to_string_pretty(&report)?.as_bytes())?;
-    print_summary(
-        &name,
-        recipe,
-        &before,
-        &after,
-        frozen.as_ref(),
-        closed.as_ref(),
-        wall,
-        main.summary.examples_per_second,
-        peak,
-    );
+    print_summary(&name, recipe, &rows, &targets, wall, main.summary.examples_per_second, peak, embedded);
     println!("{}", report_path.display());
     Ok(ExitCode::SUCCESS)
 }
 
-fn first_eval(s: &TrainSummary) -> Metrics {
-    s.evals.first().map(|(_, m)| m.clone()).unwrap_or_default()
+/// One target of the embedded default, checked on the test questions.
+struct Target {
+    check: String,
+    value: f64,
+    bound: f64,
+    met: bool,
 }
 
-fn last_eval(s: &TrainSummary) -> Metrics {
-    s.evals.last().map(|(_, m)| m.clone()).unwrap_or_default()
+/// The targets the embedded default is built to meet (issue-level acceptance, printed and in
+/// `report.json`): BM25 and the untrained retriever below 0.5 recall@1, the trained model far
+/// above both, closed book near zero, and the ablation well below the trained model.
+fn targets(recipe: Recipe, rows: &BTreeMap<&str, Metrics>) -> Vec<Target> {
+    let get = |row: &str, key: &str| rows.get(row).and_then(|m| m.get(key)).copied();
+    let mut out = Vec::new();
+    let mut at_most = |check: String, value: Option<f64>, bound: f64| {
+        if let Some(value) = value {
+            out.push(Target { check, value, bound, met: value <= bound });
+        }
+    };
+    at_most("bm25 recall@1 <= 0.5".into(), get("bm25", "recall_at_1"), 0.5);
+    at_most("closed_book exact match <= 0.05".into(), get("closed_book", "exact_match"), 0.05);
+    match recipe {
+        Recipe::RagToken | Recipe::RagSequence => {
+            at_most("before recall@1 <= 0.5".into(), get("before", "recall_at_1"), 0.5);
+            let after_em = get("after", "exact_match");
+            let gap = after_em.zip(get("frozen_retriever", "exact_match")).map(|(a, f)| f - a);
+            at_most("frozen_retriever exact match - after <= -0.25".into(), gap, -0.25);
+        }
+        Recipe::RaDitLm | Recipe::RaDitLsr => {}
+    }
+    let mut at_least = |check: String, value: Option<f64>, bound: f64| {
+        if let Some(value) = value {
+            out.push(Target { check, value, bound, met: value >= bound });
+        }
+    };
+    match recipe {
+        Recipe::RagToken | Recipe::RagSequence => {
+            at_least("after recall@1 >= 0.90".into(), get("after", "recall_at_1"), 0.90);
+            at_least("after recall@5 >= 0.98".into(), get("after", "recall_at_5"), 0.98);
+            at_least("after exact match >= 0.85".into(), get("after", "exact_match"), 0.85);
+        }
+        Recipe::RaDitLm => at_least("after exact match >= 0.80".into(), get("after", "exact_match"), 0.80),
+        Recipe::RaDitLsr => {
+            let gain = get("after", "recall_at_1").zip(get("before", "recall_at_1")).map(|(a, b)| a - b);
+            at_least("after recall@1 - before >= 0.20".into(), gain, 0.20);
+            at_least("after exact match >= 0.80 (ra-dit-lm's target)".into(), get("after", "exact_match"), 0.80);
+        }
+    }
+    out
 }
 
-/// The same weights with another loss (RA-DIT's second stage).
-fn with_loss<B: Backend>(model: RagModel<B>, recipe: Recipe) -> Result<RagModel<B>> {
-    let config = RagConfig { loss: recipe.loss(), ..model.config().clone() };
+/// The same weights with another recipe's loss and `n_docs` passages (RA-DIT's second stage;
+/// the stage after a one-passage reading warm-up).
+fn with_recipe<B: Backend>(model: RagModel<B>, recipe: Recipe, n_docs: usize) -> Result<RagModel<B>> {
+    let config = RagConfig { loss: recipe.loss(), n_docs, ..model.config().clone() };
     Ok(model.with_config(config)?)
 }
 
@@ -370,31 +669,30 @@ fn with_loss<B: Backend>(model: RagModel<B>, recipe: Recipe) -> Result<RagModel<
 fn print_summary(
     name: &str,
     recipe: Recipe,
-    before: &Metrics,
-    after: &Metrics,
-    frozen: Option<&Metrics>,
-    closed: Option<&Metrics>,
+    rows: &BTreeMap<&str, Metrics>,
+    targets: &[Target],
     wall: f64,
     rate: f64,
     peak: Option<u64>,
+    embedded: bool,
 ) {
-    let cell = |m: Option<&Metrics>, k: &str| m.and_then(|m| m.get(k)).map_or("-".to_string(), |v| format!("{v:.3}"));
-    println!("\n{name} ({recipe}), held-out questions:");
-    println!("{:<20} {:>10} {:>10} {:>12}", "", "recall@1", "recall@5", "exact match");
-    for (label, m) in [
-        ("before training", Some(before)),
-        ("after training", Some(after)),
-        ("frozen retriever", frozen),
-        ("closed book", closed),
-    ] {
-        if m.is_some() {
+    let cell = |m: &Metrics, k: &str| m.get(k).map_or("-".to_string(), |v| format!("{v:.3}"));
+    let split = if embedded { "test" } else { "dev" };
+    println!("\n{name} ({recipe}), {split} questions:");
+    println!("{:<18} {:>10} {:>10} {:>10} {:>12}", "", "recall@1", "recall@5", "recall@20", "exact match");
+    for row in ROWS {
+        if let Some(m) = rows.get(row) {
             println!(
-                "{label:<20} {:>10} {:>10} {:>12}",
+                "{row:<18} {:>10} {:>10} {:>10} {:>12}",
                 cell(m, "recall_at_1"),
                 cell(m, "recall_at_5"),
+                cell(m, "recall_at_20"),
                 cell(m, "exact_match")
             );
         }
+    }
+    for t in targets {
+        println!("target {:<52} {:>7.3} {}", t.check, t.value, if t.met { "met" } else { "MISSED" });
     }
     let peak = peak.map_or("unknown".to_string(), |p| format!("{:.2} GiB", p as f64 / (1u64 << 30) as f64));
     println!("wall time {wall:.0} s, {rate:.1} training examples/s (main stage), peak memory {peak}");
@@ -417,7 +715,10 @@ type KnowledgeFor<B> = Box<dyn Fn(&RagModel<B>) -> Result<Knowledge> + Send + Sy
 /// stage encodes the corpus with its own model; nothing is encoded before that).
 struct World<B: Backend> {
     train: Vec<QaExample>,
-    eval: Vec<QaExample>,
+    /// Evaluated during training (choosing settings).
+    dev: Vec<QaExample>,
+    /// Reported (the embedded task's test entities; your `--dev` file otherwise).
+    test: Vec<QaExample>,
     store_path: PathBuf,
     /// Passages in the store.
     passages: usize,
@@ -433,23 +734,22 @@ fn embedded_world<B: Backend>(
     run_dir: &Path,
     device: &B::Device,
 ) -> Result<World<B>> {
-    let mut config = EmbeddedConfig::default();
-    config.task.entities = args.entities;
-    config.task.held_out = (args.entities / 5).max(1);
+    let config =
+        EmbeddedConfig { task: rag::SyntheticConfig::with_entities(args.entities), ..EmbeddedConfig::default() };
     let setup = std::sync::Arc::new(EmbeddedSetup::create(config, &run_dir.join("data"))?);
-    rag::write_qa_jsonl(&run_dir.join("data").join("train.jsonl"), &setup.task.train)?;
-    rag::write_qa_jsonl(&run_dir.join("data").join("eval.jsonl"), &setup.task.eval)?;
     let seed = args.seed;
     let device = device.clone();
     let (s2, s3) = (setup.clone(), setup.clone());
-    let mut eval = setup.task.eval.clone();
+    let (mut dev, mut test) = (setup.task.dev.clone(), setup.task.test.clone());
     if let Some(limit) = args.eval_limit {
-        eval.truncate(limit);
+        dev.truncate(limit);
+        test.truncate(limit);
     }
     let probe: RagModel<Flex> = setup.model(recipe, args.n_docs.unwrap_or(3), seed, &Default::default())?;
     Ok(World {
         train: setup.task.train.clone(),
-        eval,
+        dev,
+        test,
         store_path: setup.store.clone(),
         passages: setup.task.passages.len(),
         generation: probe.generator().generation_config(),
@@ -540,7 +840,8 @@ fn user_world<B: Backend>(args: &TrainArgs, recipe: Recipe, run_dir: &Path, devi
     };
     Ok(World {
         train,
-        eval,
+        dev: eval.clone(),
+        test: eval,
         store_path,
         passages,
         generation: probe.generator().generation_config(),

@@ -12,8 +12,21 @@ fn train(runs: &Path, name: &str, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
     cmd.args(["train", "--runs-dir"]).arg(runs).args(["--name", name]);
     cmd.args([
-        "--entities", "30", "--steps", "16", "--batch-size", "8", "--checkpoint-every", "4", "--eval-limit", "12",
-        "--no-baselines", "--progress", "false",
+        "--entities",
+        "30",
+        "--read-steps",
+        "4",
+        "--steps",
+        "16",
+        "--batch-size",
+        "8",
+        "--checkpoint-every",
+        "4",
+        "--eval-limit",
+        "12",
+        "--no-baselines",
+        "--progress",
+        "false",
     ]);
     cmd.args(extra);
     cmd
@@ -77,7 +90,8 @@ fn user_data_with_a_bad_line_fails_early_naming_file_and_line() {
         path
     };
     let corpus = write("corpus.jsonl", "{\"id\": 1, \"title\": \"t\", \"text\": \"x\"}\n");
-    let train = write("train.jsonl", "{\"question\": \"q\", \"answers\": [\"a\"]}\n{\"question\": \"q\", \"answers\": []}\n");
+    let train =
+        write("train.jsonl", "{\"question\": \"q\", \"answers\": [\"a\"]}\n{\"question\": \"q\", \"answers\": []}\n");
     let dev = write("dev.jsonl", "{\"question\": \"q\", \"answers\": [\"a\"]}\n");
     let run = |train: &Path, retriever: &Path| {
         Command::new(env!("CARGO_BIN_EXE_xtask"))

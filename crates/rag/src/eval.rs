@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use burn::tensor::backend::Backend;
 use rag_generator::GenerationConfig;
 
+use crate::bm25::first_relevant;
 use crate::model::{Knowledge, RagModel, Retrieval};
 use crate::qa::{QaExample, exact_match, f1_score, has_answer};
 use crate::{DecodeMode, RagError, Result};
@@ -22,9 +23,52 @@ pub struct EvalOptions {
     pub mode: DecodeMode,
     /// Search options (greedy unless `num_beams > 1`).
     pub generation: GenerationConfig,
-    /// Answer without retrieval (a closed-book baseline; the model must have `n_docs == 1`):
-    /// recall is not measured.
-    pub closed_book: bool,
+    /// What the generator reads.
+    pub passages: PassageSource,
+}
+
+/// The passages the generator reads, in training ([`crate::RagTask`]) and in evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PassageSource {
+    /// The model's own top-K from the index (evaluation measures recall@k).
+    #[default]
+    Retrieved,
+    /// None: a closed-book baseline (the model must have `n_docs == 1`).
+    ClosedBook,
+    /// The gold passage alone (the other `K − 1` slots empty, prior 1 on the gold): the oracle
+    /// that bounds what the generator can read, or a reading warm-up in training. Every example
+    /// needs a gold id. The retriever gets no gradient.
+    Gold,
+}
+
+/// The retrieval of `source` for `examples` when it does not come from the retriever
+/// (closed book, gold passage), `None` for [`PassageSource::Retrieved`].
+pub(crate) fn fixed_retrieval<B: Backend>(
+    model: &RagModel<B>,
+    knowledge: &Knowledge,
+    source: PassageSource,
+    examples: &[&QaExample],
+) -> Result<Option<Retrieval<B>>> {
+    let device = model.generator().device();
+    Ok(match source {
+        PassageSource::Retrieved => None,
+        PassageSource::ClosedBook => Some(Retrieval::closed_book(examples.len(), &device)),
+        PassageSource::Gold => {
+            let gold = examples
+                .iter()
+                .map(|e| {
+                    let id = e.gold.ok_or_else(|| {
+                        RagError::Mismatch(format!(
+                            "reading the gold passage needs a gold id; `{}` has none",
+                            e.question
+                        ))
+                    })?;
+                    knowledge.passage(id)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Some(Retrieval::given(gold, model.config().n_docs, &device))
+        }
+    })
 }
 
 /// What [`evaluate`] measured, as fractions in `[0, 1]`.
@@ -65,33 +109,43 @@ pub fn evaluate<B: Backend>(
     if examples.is_empty() || options.batch_size == 0 {
         return Err(RagError::Mismatch("evaluation needs examples and a batch size of at least 1".into()));
     }
-    if options.closed_book && model.config().n_docs != 1 {
+    if options.passages == PassageSource::ClosedBook && model.config().n_docs != 1 {
         return Err(RagError::Mismatch("a closed-book evaluation needs a model with n_docs = 1".into()));
     }
+    if options.passages == PassageSource::Gold
+        && let Some(i) = examples.iter().position(|e| e.gold.is_none())
+    {
+        return Err(RagError::Mismatch(format!(
+            "the gold-passage evaluation needs a gold passage id on every example; example {} (`{}`) has none",
+            i + 1,
+            examples[i].question
+        )));
+    }
+    let retrieved = options.passages == PassageSource::Retrieved;
     let deepest = options.ks.iter().copied().max().unwrap_or(0);
     let mut hits = vec![0usize; options.ks.len()];
     let (mut em, mut f1) = (0.0, 0.0);
     for chunk in examples.chunks(options.batch_size) {
         let questions: Vec<&str> = chunk.iter().map(|e| e.question.as_str()).collect();
-        let retrieval = if options.closed_book {
-            Retrieval::closed_book(questions.len(), &model.generator().device())
-        } else {
-            if deepest > 0 {
-                let query = model.encode_questions(&questions)?;
-                let values: Vec<f32> = query.into_data().convert::<f32>().into_vec().expect("converted to f32");
-                let found = knowledge.index.search(&values, deepest)?;
-                for (q, example) in chunk.iter().enumerate() {
-                    let ids = found.ids(q);
-                    let first_hit = ids.iter().position(|&id| match example.gold {
-                        Some(gold) => id == gold,
-                        None => knowledge.passage(id).is_ok_and(|p| has_answer(&p.text, &example.answers)),
-                    });
-                    for (i, &k) in options.ks.iter().enumerate() {
-                        hits[i] += usize::from(first_hit.is_some_and(|r| r < k));
+        let examples: Vec<&QaExample> = chunk.iter().collect();
+        let retrieval = match fixed_retrieval(model, knowledge, options.passages, &examples)? {
+            Some(fixed) => fixed,
+            None => {
+                if deepest > 0 {
+                    let query = model.encode_questions(&questions)?;
+                    let values: Vec<f32> = query.into_data().convert::<f32>().into_vec().expect("converted to f32");
+                    let found = knowledge.index.search(&values, deepest)?;
+                    for (q, example) in chunk.iter().enumerate() {
+                        let first_hit = first_relevant(found.ids(q), example, |id| {
+                            Ok(has_answer(&knowledge.passage(id)?.text, &example.answers))
+                        })?;
+                        for (i, &k) in options.ks.iter().enumerate() {
+                            hits[i] += usize::from(first_hit.is_some_and(|r| r < k));
+                        }
                     }
                 }
+                model.retrieve(knowledge, &questions)?
             }
-            model.retrieve(knowledge, &questions)?
         };
         let answers = model.answer_retrieved(&questions, &retrieval, options.mode, &options.generation)?;
         for (answer, example) in answers.iter().zip(chunk) {
@@ -100,10 +154,7 @@ pub fn evaluate<B: Backend>(
         }
     }
     let n = examples.len() as f64;
-    let recall = if options.closed_book {
-        Vec::new()
-    } else {
-        options.ks.iter().zip(&hits).map(|(&k, &h)| (k, h as f64 / n)).collect()
-    };
+    let recall =
+        if retrieved { options.ks.iter().zip(&hits).map(|(&k, &h)| (k, h as f64 / n)).collect() } else { Vec::new() };
     Ok(EvalReport { examples: examples.len(), recall, exact_match: em / n, f1: f1 / n })
 }

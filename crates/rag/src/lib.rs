@@ -19,12 +19,14 @@
 //!   document encoder, and re-encoded in place after the encoder changed.
 //! - Training: [`Recipe`] (RAG-Token, RAG-Sequence, RA-DIT LM fine-tuning, RA-DIT LSR: loss and
 //!   parameter groups) and [`RagTask`], the [`rag_trainer::TrainTask`] of a model over live
-//!   [`Knowledge`]; [`evaluate`] (recall@k, exact match, F1); [`QaExample`] files
+//!   [`Knowledge`]; [`evaluate`] (recall@k, exact match, F1; retrieved, closed-book or gold
+//!   passages) and the [`Bm25`] baseline; [`QaExample`] files
 //!   ([`read_qa_jsonl`]); the embedded task ([`SyntheticTask`], [`EmbeddedSetup`]).
 //!
 //! It picks no backend: the leaf (xtask, benches, tests) does.
 
 mod answer;
+mod bm25;
 mod checkpoint;
 mod config;
 mod context;
@@ -40,13 +42,14 @@ mod synthetic;
 mod training;
 
 pub use answer::{Answer, DecodeMode, Provenance};
+pub use bm25::Bm25;
 pub use checkpoint::{CHECKPOINT_FORMAT, CHECKPOINT_VERSION, LoadedRag};
 pub use config::{ContextFormat, LsrOptions, Precision, RagConfig, RagLoss};
 pub use context::{PassageText, SpecialTokens, seq2seq_text};
 pub use decoding::{RagTokenDecoder, RagTokenState, rag_sequence_fast, rag_sequence_thorough};
 pub use embedded::{EmbeddedConfig, EmbeddedSetup};
 pub use error::{RagError, Result};
-pub use eval::{EvalOptions, EvalReport, evaluate};
+pub use eval::{EvalOptions, EvalReport, PassageSource, evaluate};
 pub use hf_rag::{HfRag, HfRagConfig, Marginalization, hf_loss};
 pub use indexing::{index_store, refresh_index};
 pub use model::{AnswerLogits, CLOSED_BOOK_ID, Generator, Knowledge, KnowledgePaths, RagModel, RagOutput, Retrieval};

@@ -274,6 +274,19 @@ impl<B: Backend> Retrieval<B> {
         Self { passages: vec![vec![empty]; questions], doc_scores: Tensor::zeros([questions, 1], device) }
     }
 
+    /// One given passage per question (the gold one, for an oracle), in the first of `n_docs`
+    /// slots with score 0; the other slots are empty (score `-inf`), so the prior is 1 on it.
+    pub fn given(passages: Vec<PassageText>, n_docs: usize, device: &B::Device) -> Self {
+        let b = passages.len();
+        let empty = PassageText { id: NO_ID, ..PassageText::default() };
+        let rows: Vec<Vec<PassageText>> = passages
+            .into_iter()
+            .map(|p| std::iter::once(p).chain(std::iter::repeat_n(empty.clone(), n_docs.saturating_sub(1))).collect())
+            .collect();
+        let scores: Vec<f32> = (0..b * n_docs).map(|i| if i % n_docs == 0 { 0.0 } else { f32::NEG_INFINITY }).collect();
+        Self { passages: rows, doc_scores: Tensor::from_data(TensorData::new(scores, [b, n_docs]), device) }
+    }
+
     /// `[B, K]`: `true` where a slot holds no passage.
     pub fn empty_slots(&self) -> Tensor<B, 2, Bool> {
         let [b, k] = self.doc_scores.dims();

@@ -1,12 +1,23 @@
-//! The embedded knowledge-intensive task: passages stating facts about invented entities (so no
-//! model can know them), distractor passages that share words with the questions, and
-//! question/answer pairs whose answer is only in the right passage. Generated deterministically
-//! from a seed; the questions for evaluation are about entities never asked about in training.
+//! The embedded knowledge-intensive task: facts about invented entities, generated
+//! deterministically from a seed, built so that only a trained retriever and a generator that
+//! reads solve it.
 //!
-//! Every entity has one fact per relation (`triskan is the capital of velmora .`) and, for some
-//! relations, a distractor that names the entity and the relation but not the value (`pilgrims to
-//! velmora rarely visit the capital …`). The values come from per-relation pools shared by all
-//! entities, so a model without retrieval can at best guess a relation's commonest value.
+//! - **Relations are paraphrased.** A question asks with words its fact never uses (question
+//!   "what is the longest waterway of E ?", fact "the V flows further than any other river in
+//!   E ."): matching words does not find the fact, learning the paraphrase does. Each relation has
+//!   several fact, question and distractor templates; some question templates are asked only in
+//!   evaluation (they recombine the relation's training words in another order).
+//! - **Hard distractors.** Every (entity, relation) has [`SyntheticConfig::distractors`] passages
+//!   that name the entity *and* reuse the question's own words without stating the value (BM25
+//!   ranks them above the fact), and every other entity's fact of the same relation states it
+//!   about someone else.
+//! - **Values are unique.** Each (entity, relation) gets its own invented word, used nowhere else
+//!   (not by another fact, entity or template), at different positions across the fact
+//!   templates: an answer can be neither guessed nor memorized, so closed book stays near zero.
+//! - **Three splits of entities**: train, dev (for choosing settings) and test (reported). The
+//!   dev and test entities' passages stay in the corpus; only their questions are held out.
+
+use std::collections::BTreeSet;
 
 use rag_index::synthetic::SplitMix64;
 use rag_index::{PassageStore, StoreBuilder};
@@ -19,50 +30,102 @@ use crate::{RagError, Result};
 pub struct SyntheticConfig {
     /// Entities in the corpus.
     pub entities: usize,
-    /// Of them, those asked about only in evaluation.
-    pub held_out: usize,
-    /// Distinct values each relation draws from.
-    pub values_per_relation: usize,
-    /// Probability that an (entity, relation) pair also gets a distractor passage.
-    pub distractor_rate: f64,
+    /// Of them, those whose questions form the dev split.
+    pub dev_entities: usize,
+    /// Of them, those whose questions form the test split.
+    pub test_entities: usize,
+    /// Hard distractors per (entity, relation): passages naming the entity with the question's
+    /// words and no value.
+    pub distractors: usize,
     /// The seed: the same seed gives the same task.
     pub seed: u64,
 }
 
 impl Default for SyntheticConfig {
     fn default() -> Self {
-        Self { entities: 300, held_out: 60, values_per_relation: 60, distractor_rate: 0.5, seed: 2026 }
+        Self { entities: 1000, dev_entities: 30, test_entities: 60, distractors: 1, seed: 2026 }
     }
 }
 
-/// One relation: how its fact is stated, how it is asked, and a distractor that names the
-/// entity and the relation without the value.
+impl SyntheticConfig {
+    /// `entities` entities, of which the default's 30 dev and 60 test entities, or a tenth and a
+    /// fifth of a smaller task (each at least one), with the default distractors and seed.
+    pub fn with_entities(entities: usize) -> Self {
+        let d = Self::default();
+        Self {
+            entities,
+            dev_entities: (entities / 10).clamp(1, d.dev_entities),
+            test_entities: (entities / 5).clamp(1, d.test_entities),
+            ..d
+        }
+    }
+}
+
+/// One relation: how its fact is stated, how it is asked (in training, and only in
+/// evaluation), and passages that name the entity with the question's words but not the value.
 struct Relation {
-    fact: &'static str,
+    facts: &'static [&'static str],
     questions: &'static [&'static str],
-    distractor: &'static str,
+    eval_questions: &'static [&'static str],
+    distractors: &'static [&'static str],
 }
 
 const RELATIONS: [Relation; 4] = [
     Relation {
-        fact: "{v} is the capital of {e} .",
+        facts: &[
+            "the parliament of {e} meets in {v} .",
+            "{v} is where the government of {e} sits .",
+            "every law of {e} is signed in {v} , the seat of power .",
+        ],
         questions: &["what is the capital of {e} ?", "which city is the capital of {e} ?"],
-        distractor: "pilgrims to {e} rarely visit the capital and prefer the coast .",
+        eval_questions: &["name the capital city of {e} ."],
+        distractors: &[
+            "travellers to {e} argue with {x} about which city is the capital .",
+            "the capital of {e} is a city that {x} named wrongly on old maps .",
+            "nobody but {x} can recall the capital city of {e} from memory .",
+        ],
     },
     Relation {
-        fact: "{v} has ruled {e} as queen for many years .",
+        facts: &[
+            "{v} has worn the crown of {e} for many years .",
+            "the throne of {e} belongs to {v} .",
+            "{e} bows to {v} , who inherited the crown .",
+        ],
         questions: &["who rules {e} ?", "which queen rules {e} ?"],
-        distractor: "the old rulers of {e} left no written records of their reign .",
+        eval_questions: &["name the queen who rules {e} ."],
+        distractors: &[
+            "songs of {e} ask who rules when the queen visits {x} .",
+            "a queen rules {e} , but {x} never says which one .",
+            "the children of {x} learn which queen rules {e} .",
+        ],
     },
     Relation {
-        fact: "{v} is the longest river in {e} .",
-        questions: &["which river is the longest in {e} ?", "what is the longest river in {e} ?"],
-        distractor: "no river in {e} is deep enough for large ships .",
+        facts: &[
+            "the {v} flows further than any other river in {e} .",
+            "no stream in {e} runs as far as the {v} .",
+            "{e} is crossed by the {v} , its greatest stream .",
+        ],
+        questions: &["what is the longest waterway of {e} ?", "which waterway in {e} is the longest ?"],
+        eval_questions: &["name the longest waterway of {e} ."],
+        distractors: &[
+            "{x} and older maps of {e} disagree about which waterway is the longest .",
+            "the longest waterway of {e} was never measured by {x} .",
+            "boatmen like {x} list each waterway of {e} , the longest last .",
+        ],
     },
     Relation {
-        fact: "{v} is what the merchants of {e} sell abroad .",
-        questions: &["what do the merchants of {e} sell abroad ?", "what does {e} sell abroad ?"],
-        distractor: "merchants of {e} once tried selling grain abroad and failed .",
+        facts: &[
+            "traders from {e} ship {v} to distant ports .",
+            "{v} leaves {e} on every cargo vessel .",
+            "the harbours of {e} load {v} for foreign buyers .",
+        ],
+        questions: &["what do the merchants of {e} sell abroad ?", "what goods does {e} sell abroad ?"],
+        eval_questions: &["name the goods merchants of {e} sell abroad ."],
+        distractors: &[
+            "{x} , a merchant of {e} , failed to sell grain abroad .",
+            "what merchants of {e} sell abroad changes from season to season , says {x} .",
+            "the goods of {e} sell poorly abroad , say merchants like {x} .",
+        ],
     },
 ];
 
@@ -80,50 +143,73 @@ pub struct SyntheticPassage {
 /// The generated corpus and questions.
 #[derive(Debug, Clone)]
 pub struct SyntheticTask {
-    /// Facts and distractors, in a shuffled order.
+    /// Facts and distractors, in a shuffled order (a passage's id is its position).
     pub passages: Vec<SyntheticPassage>,
-    /// Questions about the training entities, each with its gold passage.
+    /// Questions about the training entities, each with its gold passage: every (entity,
+    /// relation) asked with every training template.
     pub train: Vec<QaExample>,
-    /// Questions about the held-out entities.
-    pub eval: Vec<QaExample>,
+    /// Questions about the dev entities, one per (entity, relation), from every template.
+    pub dev: Vec<QaExample>,
+    /// Questions about the test entities, as `dev`.
+    pub test: Vec<QaExample>,
 }
 
 impl SyntheticTask {
     /// Generates the task.
     pub fn generate(config: &SyntheticConfig) -> Result<Self> {
-        if config.held_out == 0 || config.held_out >= config.entities || config.values_per_relation == 0 {
+        let held_out = config.dev_entities + config.test_entities;
+        if config.dev_entities == 0 || config.test_entities == 0 || held_out >= config.entities {
             return Err(RagError::Mismatch(format!(
-                "synthetic task: need 0 < held_out ({}) < entities ({}) and values_per_relation > 0",
-                config.held_out, config.entities
+                "synthetic task: need dev ({}) and test ({}) entities, each at least 1, with entities to train on \
+                 ({} entities in all)",
+                config.dev_entities, config.test_entities, config.entities
+            )));
+        }
+        let max_distractors = RELATIONS.iter().map(|r| r.distractors.len()).min().unwrap_or(0);
+        if config.distractors > max_distractors {
+            return Err(RagError::Mismatch(format!(
+                "synthetic task: at most {max_distractors} distractors per (entity, relation), not {}",
+                config.distractors
             )));
         }
         let mut rng = SplitMix64::new(config.seed);
-        let reserved: Vec<&str> = RELATIONS
+        let reserved: BTreeSet<&str> = RELATIONS
             .iter()
-            .flat_map(|r| r.fact.split(' ').chain(r.distractor.split(' ')).chain(r.questions.iter().flat_map(|q| q.split(' '))))
+            .flat_map(|r| r.facts.iter().chain(r.questions).chain(r.eval_questions).chain(r.distractors))
+            .flat_map(|t| t.split(' '))
             .collect();
-        let mut words = std::collections::BTreeSet::new();
+        // Every invented word (entity or value) is drawn once: no value is ever reused.
+        let mut used = BTreeSet::new();
         let mut fresh = |rng: &mut SplitMix64| loop {
             let w = invented_word(rng);
-            if !reserved.contains(&w.as_str()) && words.insert(w.clone()) {
+            if !reserved.contains(w.as_str()) && used.insert(w.clone()) {
                 return w;
             }
         };
         let entities: Vec<String> = (0..config.entities).map(|_| fresh(&mut rng)).collect();
-        let pools: Vec<Vec<String>> =
-            RELATIONS.iter().map(|_| (0..config.values_per_relation).map(|_| fresh(&mut rng)).collect()).collect();
-        let mut passages = Vec::new();
-        let mut questions = Vec::new();
+        let first_dev = config.entities - held_out;
+        let first_test = first_dev + config.dev_entities;
+        let mut passages: Vec<(String, String)> = Vec::new();
+        // (entity index, question, answer, gold passage before shuffling)
+        let mut questions: Vec<(usize, String, String, usize)> = Vec::new();
         for (e, entity) in entities.iter().enumerate() {
-            for (r, relation) in RELATIONS.iter().enumerate() {
-                let value = &pools[r][rng.below(config.values_per_relation)];
-                let fill = |t: &str| t.replace("{e}", entity).replace("{v}", value);
-                passages.push((entity.clone(), fill(relation.fact)));
+            for relation in &RELATIONS {
+                let value = fresh(&mut rng);
+                let fill = |t: &str| t.replace("{e}", entity).replace("{v}", &value);
+                passages.push((entity.clone(), fill(relation.facts[rng.below(relation.facts.len())])));
                 let gold = passages.len() - 1;
-                let question = fill(relation.questions[rng.below(relation.questions.len())]);
-                questions.push((e, question, value.clone(), gold));
-                if rng.uniform() < config.distractor_rate {
-                    passages.push((entity.clone(), fill(relation.distractor)));
+                if e < first_dev {
+                    for q in relation.questions {
+                        questions.push((e, fill(q), value.clone(), gold));
+                    }
+                } else {
+                    let templates: Vec<&str> =
+                        relation.questions.iter().chain(relation.eval_questions).copied().collect();
+                    questions.push((e, fill(templates[rng.below(templates.len())]), value.clone(), gold));
+                }
+                for d in pick_distinct(&mut rng, relation.distractors.len(), config.distractors) {
+                    let bystander = fresh(&mut rng);
+                    passages.push((entity.clone(), fill(relation.distractors[d]).replace("{x}", &bystander)));
                 }
             }
         }
@@ -145,13 +231,16 @@ impl SyntheticTask {
                 text: passages[original].1.clone(),
             })
             .collect();
-        let held_out_from = config.entities - config.held_out;
-        let (mut train, mut eval) = (Vec::new(), Vec::new());
+        let (mut train, mut dev, mut test) = (Vec::new(), Vec::new(), Vec::new());
         for (e, question, answer, gold) in questions {
             let example = QaExample { question, answers: vec![answer], gold: Some(id_of[gold]) };
-            if e < held_out_from { train.push(example) } else { eval.push(example) }
+            match e {
+                e if e < first_dev => train.push(example),
+                e if e < first_test => dev.push(example),
+                _ => test.push(example),
+            }
         }
-        Ok(Self { passages, train, eval })
+        Ok(Self { passages, train, dev, test })
     }
 
     /// Writes the passages as a passage store at `path`.
@@ -163,16 +252,38 @@ impl SyntheticTask {
         Ok(builder.finish()?)
     }
 
+    /// Writes the passages as JSONL, `{"id", "title", "text"}` a line (what `cargo xtask
+    /// ingest` reads back into the same store), atomically.
+    pub fn write_corpus_jsonl(&self, path: &std::path::Path) -> Result<()> {
+        let mut text = String::new();
+        for p in &self.passages {
+            text.push_str(&serde_json::json!({"id": p.id, "title": p.title, "text": p.text}).to_string());
+            text.push('\n');
+        }
+        Ok(rag_hf::write_atomic(path, text.as_bytes())?)
+    }
+
     /// Every text of the task (titles, passages, questions, answers): what tokenizers are
     /// built from.
     pub fn texts(&self) -> Vec<String> {
         let mut texts: Vec<String> = self.passages.iter().flat_map(|p| [p.title.clone(), p.text.clone()]).collect();
-        for q in self.train.iter().chain(&self.eval) {
+        for q in self.train.iter().chain(&self.dev).chain(&self.test) {
             texts.push(q.question.clone());
             texts.extend(q.answers.iter().cloned());
         }
         texts
     }
+}
+
+/// `n` distinct indices below `len`, in a random order.
+fn pick_distinct(rng: &mut SplitMix64, len: usize, n: usize) -> Vec<usize> {
+    let mut all: Vec<usize> = (0..len).collect();
+    for i in 0..n.min(len) {
+        let j = i + rng.below(len - i);
+        all.swap(i, j);
+    }
+    all.truncate(n);
+    all
 }
 
 /// A pronounceable word of 2 or 3 syllables.
@@ -195,28 +306,104 @@ fn invented_word(rng: &mut SplitMix64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
+    /// Words that carry no relation: they may appear on both sides of a paraphrase.
+    const FUNCTION_WORDS: [&str; 28] = [
+        "the", "of", "in", "is", "a", "to", "and", "for", "from", "by", "its", "it", "on", "at", "what", "which",
+        "who", "?", ".", ",", "{e}", "{v}", "{x}", "as", "than", "any", "has", "does",
+    ];
+
+    fn content_words(template: &str) -> BTreeSet<&str> {
+        template.split(' ').filter(|w| !FUNCTION_WORDS.contains(w)).collect()
+    }
+
     #[test]
-    fn answers_are_only_in_their_gold_passage_and_held_out_entities_are_unseen() {
-        let task = SyntheticTask::generate(&SyntheticConfig::default()).unwrap();
-        let again = SyntheticTask::generate(&SyntheticConfig::default()).unwrap();
-        assert_eq!(task.passages, again.passages, "deterministic");
-        assert_eq!(task.train.len(), 240 * 4);
-        assert_eq!(task.eval.len(), 60 * 4);
-        for q in task.train.iter().chain(&task.eval) {
-            let gold = &task.passages[q.gold.unwrap() as usize];
-            let answer = &q.answers[0];
-            assert!(gold.text.split(' ').any(|w| w == answer), "{gold:?} {q:?}");
-            assert!(q.question.contains(&gold.title), "the question names the entity: {q:?}");
-            // No other passage about this entity states the value.
-            let others = task.passages.iter().filter(|p| p.title == gold.title && p.id != gold.id);
-            assert!(others.clone().all(|p| !p.text.split(' ').any(|w| w == answer)));
+    fn questions_paraphrase_their_facts_and_distractors_reuse_the_question_words() {
+        for (r, relation) in RELATIONS.iter().enumerate() {
+            let asked: BTreeSet<&str> =
+                relation.questions.iter().chain(relation.eval_questions).flat_map(|q| content_words(q)).collect();
+            for fact in relation.facts {
+                let words = content_words(fact);
+                let shared: Vec<&&str> = words.intersection(&asked).collect();
+                assert!(shared.is_empty(), "relation {r}: fact `{fact}` shares {shared:?} with its questions");
+            }
+            for d in relation.distractors {
+                let words = content_words(d);
+                assert!(
+                    words.intersection(&asked).count() >= 2,
+                    "relation {r}: distractor `{d}` reuses too few question words"
+                );
+                assert!(
+                    relation.facts.iter().all(|f| content_words(f).is_disjoint(&words)),
+                    "`{d}` shares a fact's words"
+                );
+                assert!(d.contains("{e}") && d.contains("{x}") && !d.contains("{v}"));
+            }
+            // Evaluation-only templates recombine words asked in training; their one new word
+            // ("name") is in no passage, so it carries no signal either way.
+            let trained: BTreeSet<&str> = relation.questions.iter().flat_map(|q| content_words(q)).collect();
+            for q in relation.eval_questions {
+                assert!(!relation.questions.contains(q));
+                let new: Vec<&str> =
+                    content_words(q).into_iter().filter(|w| !trained.contains(w) && *w != "name").collect();
+                assert!(new.is_empty(), "`{q}` asks with words never seen in training: {new:?}");
+                assert!(
+                    RELATIONS
+                        .iter()
+                        .flat_map(|r| r.facts.iter().chain(r.distractors))
+                        .all(|t| !t.split(' ').any(|w| w == "name"))
+                );
+            }
         }
-        let train_entities: std::collections::BTreeSet<&str> =
-            task.train.iter().map(|q| task.passages[q.gold.unwrap() as usize].title.as_str()).collect();
-        assert!(task.eval.iter().all(|q| !train_entities.contains(task.passages[q.gold.unwrap() as usize].title.as_str())));
-        let distractors = task.passages.len() - 300 * 4;
-        assert!((450..750).contains(&distractors), "{distractors}");
+    }
+
+    #[test]
+    fn values_are_unique_and_only_in_their_gold_passage() {
+        let config = SyntheticConfig::default();
+        let task = SyntheticTask::generate(&config).unwrap();
+        let again = SyntheticTask::generate(&config).unwrap();
+        assert_eq!(task.passages, again.passages, "deterministic");
+        assert_eq!(task.train.len(), 910 * 4 * 2);
+        assert_eq!((task.dev.len(), task.test.len()), (30 * 4, 60 * 4));
+        assert_eq!(task.passages.len(), 1000 * 4 * (1 + config.distractors));
+        let mut word_count: BTreeMap<&str, usize> = BTreeMap::new();
+        for p in &task.passages {
+            for w in p.text.split(' ') {
+                *word_count.entry(w).or_default() += 1;
+            }
+        }
+        let mut values = BTreeSet::new();
+        for q in task.train.iter().chain(&task.dev).chain(&task.test) {
+            let gold = &task.passages[q.gold.unwrap() as usize];
+            let answer = q.answers[0].as_str();
+            assert!(gold.text.split(' ').any(|w| w == answer), "{gold:?} {q:?}");
+            assert_eq!(word_count[answer], 1, "the value `{answer}` is stated once in the corpus");
+            assert!(q.question.split(' ').any(|w| w == gold.title), "the question names the entity: {q:?}");
+            values.insert(answer);
+        }
+        assert_eq!(values.len(), 1000 * 4, "one value per (entity, relation)");
+        let entity = |q: &QaExample| task.passages[q.gold.unwrap() as usize].title.clone();
+        let train: BTreeSet<String> = task.train.iter().map(entity).collect();
+        let dev: BTreeSet<String> = task.dev.iter().map(entity).collect();
+        let test: BTreeSet<String> = task.test.iter().map(entity).collect();
+        assert_eq!((train.len(), dev.len(), test.len()), (910, 30, 60));
+        assert!(train.is_disjoint(&dev) && train.is_disjoint(&test) && dev.is_disjoint(&test));
+        // Some held-out questions use a template never asked in training.
+        let trained_questions: BTreeSet<String> =
+            task.train.iter().map(|q| q.question.replace(&entity(q), "{e}")).collect();
+        let unseen =
+            task.test.iter().filter(|q| !trained_questions.contains(&q.question.replace(&entity(q), "{e}"))).count();
+        assert!((40..120).contains(&unseen), "{unseen} of 240 test questions use an evaluation-only template");
+    }
+
+    #[test]
+    fn bad_configurations_are_refused() {
+        let refused = |c: SyntheticConfig| SyntheticTask::generate(&c).unwrap_err().to_string();
+        assert!(refused(SyntheticConfig { dev_entities: 0, ..SyntheticConfig::default() }).contains("dev (0)"));
+        assert!(refused(SyntheticConfig { entities: 90, ..SyntheticConfig::default() }).contains("90 entities"));
+        assert!(refused(SyntheticConfig { distractors: 4, ..SyntheticConfig::default() }).contains("at most 3"));
     }
 }

@@ -9,9 +9,9 @@ use burn::tensor::backend::AutodiffBackend;
 use rag_retriever::EncodeOptions;
 use rag_trainer::{BoxError, Metrics, ParamGroup, TrainTask};
 
-use crate::eval::{EvalOptions, evaluate};
+use crate::eval::{EvalOptions, PassageSource, evaluate, fixed_retrieval};
 use crate::indexing::refresh_index;
-use crate::model::{Knowledge, RagModel, Retrieval};
+use crate::model::{Knowledge, RagModel};
 use crate::qa::QaExample;
 use crate::{RagError, RagLoss, Result};
 
@@ -85,7 +85,8 @@ impl Recipe {
         retriever_start: u64,
     ) -> Vec<ParamGroup> {
         let query = if self.trains_retriever() && !freeze_retriever {
-            ParamGroup::new("query_encoder", &["retriever.query"], retriever_lr, weight_decay).starting_at(retriever_start)
+            ParamGroup::new("query_encoder", &["retriever.query"], retriever_lr, weight_decay)
+                .starting_at(retriever_start)
         } else {
             ParamGroup::frozen("query_encoder", &["retriever.query"])
         };
@@ -131,8 +132,10 @@ pub struct RagTask {
     pub eval: Vec<QaExample>,
     /// How they are evaluated.
     pub eval_options: EvalOptions,
-    /// Train and evaluate without retrieval (the closed-book baseline; `n_docs` must be 1).
-    pub closed_book: bool,
+    /// What the generator reads in training: retrieved passages, none (the closed-book
+    /// baseline; `n_docs` must be 1), or the gold passage (a reading warm-up). Evaluation
+    /// reads the same, except that a gold-passage stage is evaluated on retrieved passages.
+    pub passages: PassageSource,
     /// How the corpus is re-encoded at a refresh.
     pub refresh: EncodeOptions,
 }
@@ -143,11 +146,9 @@ impl<AB: AutodiffBackend> TrainTask<AB, RagModel<AB>> for RagTask {
     fn loss(&mut self, model: &RagModel<AB>, batch: &[&QaExample]) -> std::result::Result<Tensor<AB, 1>, BoxError> {
         let questions: Vec<&str> = batch.iter().map(|e| e.question.as_str()).collect();
         let answers: Vec<&str> = batch.iter().map(|e| e.answers[0].as_str()).collect();
-        let output = if self.closed_book {
-            let retrieval = Retrieval::closed_book(questions.len(), &model.generator().device());
-            model.loss_from_retrieval(&questions, &answers, retrieval)?
-        } else {
-            model.loss(&self.knowledge, &questions, &answers)?
+        let output = match fixed_retrieval(model, &self.knowledge, self.passages, batch)? {
+            Some(retrieval) => model.loss_from_retrieval(&questions, &answers, retrieval)?,
+            None => model.loss(&self.knowledge, &questions, &answers)?,
         };
         Ok(output.loss)
     }
@@ -156,7 +157,10 @@ impl<AB: AutodiffBackend> TrainTask<AB, RagModel<AB>> for RagTask {
         &mut self,
         model: &<RagModel<AB> as AutodiffModule<AB>>::InnerModule,
     ) -> std::result::Result<Metrics, BoxError> {
-        let options = EvalOptions { closed_book: self.closed_book, ..self.eval_options.clone() };
+        let mut options = self.eval_options.clone();
+        if self.passages == PassageSource::ClosedBook {
+            options.passages = PassageSource::ClosedBook;
+        }
         Ok(evaluate(model, &self.knowledge, &self.eval, &options)?.metrics())
     }
 
@@ -165,7 +169,13 @@ impl<AB: AutodiffBackend> TrainTask<AB, RagModel<AB>> for RagTask {
         model: &<RagModel<AB> as AutodiffModule<AB>>::InnerModule,
     ) -> std::result::Result<(), BoxError> {
         let encoder = model.retriever().document_encoder();
-        refresh_index(encoder, model.passage_tokenizer(), &self.knowledge.store, self.knowledge.index.as_mut(), &self.refresh)?;
+        refresh_index(
+            encoder,
+            model.passage_tokenizer(),
+            &self.knowledge.store,
+            self.knowledge.index.as_mut(),
+            &self.refresh,
+        )?;
         Ok(())
     }
 }
@@ -185,7 +195,14 @@ mod tests {
             groups.into_iter().map(|g| (g.name, g.frozen, g.start_step)).collect()
         };
         let rag = names(Recipe::RagToken.param_groups(1e-4, 1e-3, 0.0, false, false, 7));
-        assert_eq!(rag, vec![("query_encoder".into(), false, 7), ("document_encoder".into(), true, 0), ("generator".into(), false, 0)]);
+        assert_eq!(
+            rag,
+            vec![
+                ("query_encoder".into(), false, 7),
+                ("document_encoder".into(), true, 0),
+                ("generator".into(), false, 0)
+            ]
+        );
         let ablation = names(Recipe::RagToken.param_groups(1e-4, 1e-3, 0.0, true, true, 7));
         assert!(ablation[0].1 && ablation[1].1 && !ablation[2].1, "the ablation freezes both encoders: {ablation:?}");
         let lsr = names(Recipe::RaDitLsr.param_groups(1e-4, 1e-3, 0.0, false, false, 0));
