@@ -132,3 +132,21 @@ fn training_the_document_encoder_refreshes_the_index_and_reports_it() {
     let lr = std::fs::read_to_string(runs.path().join("docs").join("main").join("metrics.jsonl")).unwrap();
     assert!(lr.contains("\"document_encoder\""), "the document encoder has a learning rate: {lr}");
 }
+
+#[test]
+fn seeds_runs_every_seed_and_reports_each_rows_mean_and_spread() {
+    let runs = tempfile::tempdir().unwrap();
+    let out = train(runs.path(), "multi", &["--seeds", "2", "--seed", "5"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let last = String::from_utf8_lossy(&out.stdout).lines().last().unwrap().to_string();
+    assert!(last.ends_with("seeds.json"), "last line: {last}");
+    let summary: Value = serde_json::from_str(&std::fs::read_to_string(&last).unwrap()).unwrap();
+    assert_eq!(summary["seeds"], serde_json::json!([5, 6]));
+    let (a, b) = (report(&runs.path().join("multi").join("seed-5")), report(&runs.path().join("multi").join("seed-6")));
+    let recall = &summary["rows"]["after"]["recall_at_1"];
+    let (ra, rb) = (a["after"]["recall_at_1"].as_f64().unwrap(), b["after"]["recall_at_1"].as_f64().unwrap());
+    assert_eq!(recall["n"], 2);
+    assert!((recall["mean"].as_f64().unwrap() - (ra + rb) / 2.0).abs() < 1e-12, "{summary}");
+    assert_eq!(recall["min"].as_f64().unwrap(), ra.min(rb));
+    assert!(summary["rows"]["bm25"]["recall_at_1"]["std"].as_f64().unwrap() == 0.0, "BM25 does not depend on the seed");
+}
