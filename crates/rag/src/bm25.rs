@@ -8,6 +8,7 @@
 use ::bm25::{Embedder, EmbedderBuilder, Language, Scorer};
 use rag_index::PassageStore;
 
+use crate::eval::first_relevant;
 use crate::qa::{QaExample, has_answer};
 use crate::{RagError, Result};
 
@@ -79,25 +80,6 @@ impl Bm25 {
         let n = examples.len() as f64;
         Ok(ks.iter().zip(&hits).map(|(&k, &h)| (k, h as f64 / n)).collect())
     }
-}
-
-/// The rank of the first relevant passage of `ranked` for `example`: its gold id when it has
-/// one, else the first for which `contains_answer` holds.
-pub(crate) fn first_relevant(
-    ranked: &[u64],
-    example: &QaExample,
-    mut contains_answer: impl FnMut(u64) -> Result<bool>,
-) -> Result<Option<usize>> {
-    for (rank, &id) in ranked.iter().enumerate() {
-        let relevant = match example.gold {
-            Some(gold) => id == gold,
-            None => contains_answer(id)?,
-        };
-        if relevant {
-            return Ok(Some(rank));
-        }
-    }
-    Ok(None)
 }
 
 #[cfg(test)]

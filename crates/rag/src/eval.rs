@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use burn::tensor::backend::Backend;
 use rag_generator::GenerationConfig;
 
-use crate::bm25::first_relevant;
 use crate::model::{Knowledge, RagModel, Retrieval};
 use crate::qa::{QaExample, exact_match, f1_score, has_answer};
 use crate::{DecodeMode, RagError, Result};
@@ -112,15 +111,6 @@ pub fn evaluate<B: Backend>(
     if options.passages == PassageSource::ClosedBook && model.config().n_docs != 1 {
         return Err(RagError::Mismatch("a closed-book evaluation needs a model with n_docs = 1".into()));
     }
-    if options.passages == PassageSource::Gold
-        && let Some(i) = examples.iter().position(|e| e.gold.is_none())
-    {
-        return Err(RagError::Mismatch(format!(
-            "the gold-passage evaluation needs a gold passage id on every example; example {} (`{}`) has none",
-            i + 1,
-            examples[i].question
-        )));
-    }
     let retrieved = options.passages == PassageSource::Retrieved;
     let deepest = options.ks.iter().copied().max().unwrap_or(0);
     let mut hits = vec![0usize; options.ks.len()];
@@ -157,4 +147,23 @@ pub fn evaluate<B: Backend>(
     let recall =
         if retrieved { options.ks.iter().zip(&hits).map(|(&k, &h)| (k, h as f64 / n)).collect() } else { Vec::new() };
     Ok(EvalReport { examples: examples.len(), recall, exact_match: em / n, f1: f1 / n })
+}
+
+/// The rank of the first relevant passage of `ranked` for `example`: its gold id when it has
+/// one, else the first for which `contains_answer` holds (DPR's has-answer).
+pub(crate) fn first_relevant(
+    ranked: &[u64],
+    example: &QaExample,
+    mut contains_answer: impl FnMut(u64) -> Result<bool>,
+) -> Result<Option<usize>> {
+    for (rank, &id) in ranked.iter().enumerate() {
+        let relevant = match example.gold {
+            Some(gold) => id == gold,
+            None => contains_answer(id)?,
+        };
+        if relevant {
+            return Ok(Some(rank));
+        }
+    }
+    Ok(None)
 }
