@@ -85,6 +85,33 @@ pub struct EvalArgs {
     /// Evaluate at most this many.
     #[arg(long)]
     limit: Option<usize>,
+    /// What the generator reads: `retrieved` (its own top-K), `gold` (the gold passage alone:
+    /// the oracle; every question needs a `gold` id) or `closed-book` (nothing; needs a
+    /// one-passage model).
+    #[arg(long, value_enum, default_value = "retrieved")]
+    passages: Reads,
+    /// Also write each question's answer here, as JSONL of {"question", "answers",
+    /// "prediction", "exact_match"}.
+    #[arg(long)]
+    predictions: Option<PathBuf>,
+}
+
+/// `--passages` of `cargo xtask eval`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Reads {
+    Retrieved,
+    Gold,
+    ClosedBook,
+}
+
+impl From<Reads> for rag::PassageSource {
+    fn from(reads: Reads) -> Self {
+        match reads {
+            Reads::Retrieved => Self::Retrieved,
+            Reads::Gold => Self::Gold,
+            Reads::ClosedBook => Self::ClosedBook,
+        }
+    }
 }
 
 pub fn eval(args: EvalArgs, spec: DeviceSpec) -> Result<ExitCode> {
@@ -103,16 +130,31 @@ fn eval_on<B: Backend>(args: EvalArgs, device: &B::Device, spec: DeviceSpec) -> 
         ks: vec![1, 5, 20],
         mode: args.model.mode.into(),
         generation: generation(&model, &args.model),
-        passages: rag::PassageSource::Retrieved,
+        passages: args.passages.into(),
     };
     let started = std::time::Instant::now();
     let report = evaluate(&model, &knowledge, &examples, &options)?;
+    if let Some(path) = &args.predictions {
+        let mut lines = String::new();
+        for (example, prediction) in examples.iter().zip(&report.predictions) {
+            let row = json!({
+                "question": example.question,
+                "answers": example.answers,
+                "prediction": prediction,
+                "exact_match": rag::exact_match(prediction, &example.answers),
+            });
+            lines.push_str(&row.to_string());
+            lines.push('\n');
+        }
+        rag::rag_hf::write_atomic(path, lines.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    }
     println!(
         "{}",
         serde_json::to_string_pretty(&json!({
             "model": dir,
             "device": spec.to_string(),
             "questions": dev,
+            "passages": ValueEnum::to_possible_value(&args.passages).map(|v| v.get_name().to_string()),
             "examples": report.examples,
             "metrics": report.metrics(),
             "seconds": started.elapsed().as_secs_f64(),

@@ -120,6 +120,18 @@ pub struct TrainArgs {
     /// your data).
     #[arg(long)]
     pub read_steps: Option<u64>,
+    /// Steps of a copying warm-up of a decoder-only LM trained from scratch, before the
+    /// reading warm-up (stage `copy`): closed-book questions `repeat : w1 … wn` answered
+    /// `w1 … wn`, over freshly invented words (see `rag::copy_examples`). Default: 600 for the
+    /// RA-DIT recipes on the embedded task, 0 on your data.
+    #[arg(long)]
+    pub copy_steps: Option<u64>,
+    /// Passage slots of RA-DIT's LM fine-tuning (`ra-dit-lm`, and ra-dit-lsr's `lm` stage): the
+    /// gold passage and the retriever's best K − 1 others, each its own example (every
+    /// training question needs a gold id); 0: the retriever's top --n-docs, RA-DIT's own.
+    /// Default: 2 on the embedded task, 0 on your data.
+    #[arg(long)]
+    pub lm_docs: Option<usize>,
     /// Steps of ra-dit-lsr's `lm` stage, which trains the LM that LSR learns from.
     #[arg(long)]
     pub lm_steps: Option<u64>,
@@ -140,9 +152,35 @@ fn defaults(recipe: Recipe) -> (u64, f64, f64) {
     }
 }
 
-/// Steps of the gold-passage reading warm-up every recipe runs before its own training on the
-/// embedded default (BART reads after it: reading loss 18.3 -> 2.8; the RA-DIT LM does not yet).
+/// Steps of the gold-passage reading warm-up the RAG recipes run before their own training on
+/// the embedded default (BART reads after it: reading loss 18.3 -> 2.8).
 const READ_STEPS: u64 = 800;
+
+/// The reading warm-up of the RA-DIT recipes' LM on the embedded default (after its copying
+/// warm-up): 1,600 steps took its gold-passage exact match on the dev questions to 0.89.
+const READ_STEPS_LM: u64 = 1600;
+
+/// The generator's learning rate in the copying and reading warm-ups.
+const WARMUP_LR: f64 = 2e-3;
+
+/// Passage slots of RA-DIT's LM fine-tuning on the embedded default: the gold passage and the
+/// retriever's best other one.
+const LM_DOCS: usize = 2;
+
+/// Steps of the copying warm-up of the RA-DIT recipes' LM on the embedded default: 600 took its
+/// gold-passage exact match on the dev questions after the reading warm-up from 0.04 to 0.86
+/// (see [`rag::copy_examples`]).
+const COPY_STEPS: u64 = 600;
+
+/// Mixed into the seed of the copying warm-up's held-out examples.
+const COPY_HELD_OUT_SEED: u64 = 0x636f_7079;
+
+/// The examples a stage trains on, is evaluated on in training, and is measured on after.
+struct StageData<'a> {
+    train: &'a [QaExample],
+    dev: &'a [QaExample],
+    test: &'a [QaExample],
+}
 
 /// Passages per question on the embedded default: RAG's K, and RA-DIT's top-k, each retrieved
 /// passage its own example (the untrained retriever finds the fact among the entity's
@@ -162,13 +200,18 @@ struct StageSpec {
     steps: u64,
     /// Freeze the query encoder (the frozen-retriever ablation).
     freeze_retriever: bool,
-    /// What the generator reads in training (a gold-passage stage is evaluated on retrieved
-    /// passages).
+    /// What the generator reads in training and in its dev evaluations (its test row reads
+    /// retrieved passages).
     passages: PassageSource,
     /// Also measure the model before training.
     before: bool,
     /// Also measure the trained generator given the gold passage.
     oracle: bool,
+    /// Passage slots in training when they differ from the model's (its tests use the model's).
+    train_docs: Option<usize>,
+    /// The generator's learning rate when `--generator-lr` does not give one (default: the
+    /// recipe's).
+    generator_lr: Option<f64>,
 }
 
 impl StageSpec {
@@ -181,7 +224,19 @@ impl StageSpec {
             passages: PassageSource::Retrieved,
             before: false,
             oracle: false,
+            train_docs: None,
+            generator_lr: None,
         }
+    }
+}
+
+/// RA-DIT's LM fine-tuning stage: on the retriever's top `n_docs` (`lm_docs` 0), or on the gold
+/// passage beside the retriever's best `lm_docs − 1` others.
+fn lm_stage(name: &'static str, steps: u64, lm_docs: usize) -> StageSpec {
+    let spec = StageSpec::new(name, Recipe::RaDitLm, steps);
+    match lm_docs {
+        0 => spec,
+        k => StageSpec { passages: PassageSource::GoldAndRetrieved, train_docs: Some(k), ..spec },
     }
 }
 
@@ -316,13 +371,24 @@ fn train<B: Backend>(args: TrainArgs, device: &B::Device, spec: DeviceSpec) -> R
         recall.into_iter().map(|(k, r)| (format!("recall_at_{k}"), r)).collect::<Metrics>()
     };
     let steps = args.steps.unwrap_or(defaults(recipe).0);
-    let read_steps = args.read_steps.unwrap_or(if embedded { READ_STEPS } else { 0 });
-    if read_steps > 0
+    let read_steps = args.read_steps.unwrap_or(match (embedded, recipe.decoder_only()) {
+        (false, _) => 0,
+        (true, false) => READ_STEPS,
+        (true, true) => READ_STEPS_LM,
+    });
+    let lm_docs = args.lm_docs.unwrap_or(if embedded && recipe.decoder_only() { LM_DOCS } else { 0 });
+    let copy_steps = args.copy_steps.unwrap_or(if embedded && recipe.decoder_only() { COPY_STEPS } else { 0 });
+    if copy_steps > 0 && !recipe.decoder_only() {
+        bail!(
+            "--copy-steps {copy_steps}: the copying warm-up is for a decoder-only LM (the RA-DIT recipes), not {recipe}"
+        );
+    }
+    if (read_steps > 0 || (lm_docs > 0 && recipe.decoder_only()))
         && let Some(i) = world.train.iter().position(|e| e.gold.is_none())
     {
         bail!(
-            "--read-steps {read_steps}: the reading warm-up reads each training question's gold passage, and training \
-             question {} (`{}`) has no `gold` id",
+            "--read-steps {read_steps} --lm-docs {lm_docs}: the reading warm-up and LM fine-tuning beside the gold \
+             passage read each training question's gold passage, and training question {} (`{}`) has no `gold` id",
             i + 1,
             world.train[i].question
         );
@@ -358,21 +424,24 @@ fn train<B: Backend>(args: TrainArgs, device: &B::Device, spec: DeviceSpec) -> R
     };
     let train_docs = args.train_doc_encoder && recipe.trains_retriever();
     let golds = world.test.iter().all(|e| e.gold.is_some());
-    let run_stage = |spec: StageSpec, model: RagModel<Autodiff<B>>| -> Result<Stage<B>> {
+    let world_data = StageData { train: &world.train, dev: &world.dev, test: &world.test };
+    let run_stage_on = |spec: StageSpec, model: RagModel<Autodiff<B>>, data: &StageData<'_>| -> Result<Stage<B>> {
         let closed_book = spec.passages == PassageSource::ClosedBook;
         let knowledge = (world.knowledge_for)(&model.valid())?;
         let reads = if closed_book { PassageSource::ClosedBook } else { PassageSource::Retrieved };
         let options = EvalOptions { passages: reads, ..eval_options.clone() };
         let test = |model: &RagModel<B>, knowledge: &Knowledge, options: &EvalOptions| -> Result<Metrics> {
-            Ok(evaluate(model, knowledge, &world.test, options)
+            Ok(evaluate(model, knowledge, data.test, options)
                 .with_context(|| format!("evaluating stage `{}` on the test questions", spec.name))?
                 .metrics())
         };
         let before = if spec.before { Some(test(&model.valid(), &knowledge, &options)?) } else { None };
         let mut task = RagTask {
             knowledge,
-            eval: world.dev.clone(),
-            eval_options: options.clone(),
+            eval: data.dev.to_vec(),
+            // The dev evaluations follow what the stage reads: a reading warm-up is judged on
+            // the gold passage, the measure of what it trains.
+            eval_options: EvalOptions { passages: spec.passages, ..options.clone() },
             passages: spec.passages,
             refresh: EncodeOptions { batch_size: 64, with_titles: true, progress: false },
         };
@@ -382,15 +451,21 @@ fn train<B: Backend>(args: TrainArgs, device: &B::Device, spec: DeviceSpec) -> R
             // reading warm-up it can.
             _ => args.retriever_start.unwrap_or(if read_steps > 0 { 0 } else { spec.steps / 3 }),
         };
-        let (rlr, glr) = lrs(spec.recipe);
+        let (rlr, recipe_glr) = lrs(spec.recipe);
+        let glr = args.generator_lr.or(spec.generator_lr).unwrap_or(recipe_glr);
         let fixed = spec.passages != PassageSource::Retrieved;
         let groups =
             spec.recipe.param_groups(rlr, glr, 0.01, train_docs && !fixed, spec.freeze_retriever || fixed, start);
         let trainer = Trainer::new(trainer_config(spec.name, spec.steps, groups), run_dir.join(spec.name));
+        let tested_docs = model.config().n_docs;
+        let model = match spec.train_docs {
+            Some(k) => with_recipe(model, spec.recipe, k)?,
+            None => model,
+        };
         let trained = trainer
-            .fit(model, &mut task, &world.train, args.resume)
+            .fit(model, &mut task, data.train, args.resume)
             .with_context(|| format!("stage `{}` of {}", spec.name, run_dir.display()))?;
-        let model = trained.model.valid();
+        let model = with_recipe(trained.model.valid(), spec.recipe, tested_docs)?;
         let after = test(&model, &task.knowledge, &options)?;
         let oracle = if spec.oracle && golds {
             Some(test(&model, &task.knowledge, &EvalOptions { passages: PassageSource::Gold, ..options.clone() })?)
@@ -399,6 +474,7 @@ fn train<B: Backend>(args: TrainArgs, device: &B::Device, spec: DeviceSpec) -> R
         };
         Ok(Stage { spec, summary: trained.summary, model, before, test: after, oracle })
     };
+    let run_stage = |spec: StageSpec, model: RagModel<Autodiff<B>>| run_stage_on(spec, model, &world_data);
     let fresh = |r: Recipe, n_docs: usize| -> Result<RagModel<Autodiff<B>>> {
         let mut model: RagModel<Autodiff<B>> = (world.build_ad)(r, n_docs)?;
         if train_docs && n_docs > 1 {
@@ -414,15 +490,39 @@ fn train<B: Backend>(args: TrainArgs, device: &B::Device, spec: DeviceSpec) -> R
     // stages start from (each takes its own trainable copy).
     let mut stages: Vec<Stage<B>> = Vec::new();
     let lm_recipe = if recipe.decoder_only() { Recipe::RaDitLm } else { recipe };
-    let warmed: Option<RagModel<B>> = if read_steps > 0 {
-        // One passage slot: the gold passage is all it reads (K − 1 empty rows would cost
-        // generator passes and teach nothing).
-        let read =
-            StageSpec { passages: PassageSource::Gold, before: true, ..StageSpec::new("read", lm_recipe, read_steps) };
-        let stage = run_stage(read, fresh(lm_recipe, 1)?)?;
-        let model = stage.model.clone();
-        stages.push(stage);
-        Some(model)
+    let warmed: Option<RagModel<B>> = if read_steps > 0 || copy_steps > 0 {
+        let mut model = fresh(lm_recipe, 1)?;
+        if copy_steps > 0 {
+            // Fresh words each step (the examples never repeat) and a held-out set for its
+            // dev and test rows.
+            let per_step = args.batch_size * args.grad_accumulation;
+            let examples = rag::copy_examples(copy_steps as usize * per_step, args.seed);
+            let held_out = rag::copy_examples(120, args.seed ^ COPY_HELD_OUT_SEED);
+            let data = StageData { train: &examples, dev: &held_out, test: &held_out };
+            let copy = StageSpec {
+                passages: PassageSource::ClosedBook,
+                generator_lr: Some(WARMUP_LR),
+                ..StageSpec::new("copy", lm_recipe, copy_steps)
+            };
+            let stage = run_stage_on(copy, model, &data)?;
+            model =
+                RagModel::<Autodiff<B>>::from_inner(with_recipe(stage.model.clone(), lm_recipe, 1)?).into_trainable();
+            stages.push(stage);
+        }
+        if read_steps > 0 {
+            // One passage slot: the gold passage is all it reads (K − 1 empty rows would cost
+            // generator passes and teach nothing).
+            let read = StageSpec {
+                passages: PassageSource::Gold,
+                before: true,
+                generator_lr: Some(WARMUP_LR),
+                ..StageSpec::new("read", lm_recipe, read_steps)
+            };
+            let stage = run_stage(read, model)?;
+            model = RagModel::<Autodiff<B>>::from_inner(stage.model.clone()).into_trainable();
+            stages.push(stage);
+        }
+        Some(model.valid())
     } else {
         None
     };
@@ -464,7 +564,7 @@ fn train<B: Backend>(args: TrainArgs, device: &B::Device, spec: DeviceSpec) -> R
                 // fine-tunes one (as ra-dit-lm), the LSR stage trains the query encoder against
                 // it, frozen.
                 let lm_steps = args.lm_steps.unwrap_or(defaults(Recipe::RaDitLm).0);
-                let lm_spec = StageSpec { oracle: true, ..StageSpec::new("lm", Recipe::RaDitLm, lm_steps) };
+                let lm_spec = StageSpec { oracle: true, ..lm_stage("lm", lm_steps, lm_docs) };
                 let lm = run_stage(lm_spec, start_from(Recipe::RaDitLm)?)?;
                 let teacher = lm.oracle.as_ref().and_then(|m| m.get("exact_match").copied());
                 let lm_model = with_recipe(lm.model.clone(), Recipe::RaDitLsr, n_docs)?;
@@ -487,7 +587,12 @@ fn train<B: Backend>(args: TrainArgs, device: &B::Device, spec: DeviceSpec) -> R
                 }
             }
             Recipe::RaDitLm | Recipe::RagToken | Recipe::RagSequence => {
-                let main = StageSpec { before: true, oracle: true, ..StageSpec::new("main", recipe, steps) };
+                let base = if recipe == Recipe::RaDitLm {
+                    lm_stage("main", steps, lm_docs)
+                } else {
+                    StageSpec::new("main", recipe, steps)
+                };
+                let main = StageSpec { before: true, oracle: true, ..base };
                 chain.push(run_stage(main, start_from(recipe)?)?);
             }
         }
@@ -572,7 +677,7 @@ fn train<B: Backend>(args: TrainArgs, device: &B::Device, spec: DeviceSpec) -> R
         "notes": notes,
         "stages": stages.iter().map(|s| (s.spec.name.to_string(), json!({
             "recipe": s.spec.recipe.name(),
-            "reads": format!("{:?}", s.spec.passages).to_lowercase(),
+            "reads": s.spec.passages.name(),
             "steps": s.summary.steps,
             "examples": s.summary.examples,
             "train_seconds": s.summary.train_seconds,
@@ -584,7 +689,7 @@ fn train<B: Backend>(args: TrainArgs, device: &B::Device, spec: DeviceSpec) -> R
             "plots": s.summary.plots,
         }))).collect::<serde_json::Map<_, _>>(),
         "settings": {
-            "steps": steps, "read_steps": read_steps, "batch_size": args.batch_size,
+            "steps": steps, "copy_steps": copy_steps, "read_steps": read_steps, "lm_docs": lm_docs, "batch_size": args.batch_size,
             "grad_accumulation": args.grad_accumulation, "retriever_lr": rlr, "generator_lr": glr, "n_docs": n_docs,
             "seed": args.seed, "train_doc_encoder": train_docs, "passages": world.passages,
             "precision": format!("{:?}", args.precision).to_lowercase(),
@@ -647,6 +752,9 @@ fn targets(recipe: Recipe, rows: &BTreeMap<&str, Metrics>) -> Vec<Target> {
         Recipe::RaDitLsr => {
             let gain = get("after", "recall_at_1").zip(get("before", "recall_at_1")).map(|(a, b)| a - b);
             at_least("after recall@1 - before >= 0.20".into(), gain, 0.20);
+            // At least the `lm` stage's exact match (ra-dit-lm's, the frozen_retriever row).
+            let lead = get("after", "exact_match").zip(get("frozen_retriever", "exact_match")).map(|(a, f)| a - f);
+            at_least("after exact match - frozen_retriever (ra-dit-lm) >= 0".into(), lead, 0.0);
             at_least("after exact match >= 0.80 (ra-dit-lm's target)".into(), get("after", "exact_match"), 0.80);
         }
     }

@@ -150,3 +150,32 @@ fn seeds_runs_every_seed_and_reports_each_rows_mean_and_spread() {
     assert_eq!(recall["min"].as_f64().unwrap(), ra.min(rb));
     assert!(summary["rows"]["bm25"]["recall_at_1"]["std"].as_f64().unwrap() == 0.0, "BM25 does not depend on the seed");
 }
+
+#[test]
+fn ra_dit_lsr_runs_its_copy_read_lm_and_lsr_stages_and_reports_its_teacher() {
+    let runs = tempfile::tempdir().unwrap();
+    let extra = [
+        "--recipe",
+        "ra-dit-lsr",
+        "--copy-steps",
+        "4",
+        "--lm-steps",
+        "4",
+        "--min-teacher-exact-match",
+        "0",
+        "--n-docs",
+        "4",
+    ];
+    let out = train(runs.path(), "lsr", &extra).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = report(&runs.path().join("lsr"));
+    for stage in ["copy", "read", "lm", "main"] {
+        assert!(report["stages"][stage]["steps"].as_u64().unwrap() > 0, "stage {stage}: {report}");
+    }
+    assert_eq!(report["stages"]["copy"]["reads"], "closed-book");
+    assert_eq!(report["stages"]["lm"]["reads"], "gold-and-retrieved");
+    assert_eq!(report["settings"]["lm_docs"], 2);
+    assert!(report["teacher"]["exact_match"].is_number(), "the teacher's gold-passage exact match is reported");
+    // The LM stage trained on two slots and was measured on the model's four.
+    assert!(report["stages"]["lm"]["test"]["recall_at_1"].is_number());
+}

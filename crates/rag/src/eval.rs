@@ -38,6 +38,23 @@ pub enum PassageSource {
     /// that bounds what the generator can read, or a reading warm-up in training. Every example
     /// needs a gold id. The retriever gets no gradient.
     Gold,
+    /// The gold passage in the first slot and the retriever's best other passages in the
+    /// other `K − 1` (a uniform prior over them; the retriever gets no gradient): LM
+    /// fine-tuning in which every question has its passage to read beside hard negatives to
+    /// ignore, whatever the retriever's recall. Every example needs a gold id.
+    GoldAndRetrieved,
+}
+
+impl PassageSource {
+    /// Its name in reports: `retrieved`, `closed-book`, `gold`, `gold-and-retrieved`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Retrieved => "retrieved",
+            Self::ClosedBook => "closed-book",
+            Self::Gold => "gold",
+            Self::GoldAndRetrieved => "gold-and-retrieved",
+        }
+    }
 }
 
 /// The retrieval of `source` for `examples` when it does not come from the retriever
@@ -52,20 +69,35 @@ pub(crate) fn fixed_retrieval<B: Backend>(
     Ok(match source {
         PassageSource::Retrieved => None,
         PassageSource::ClosedBook => Some(Retrieval::closed_book(examples.len(), &device)),
-        PassageSource::Gold => {
-            let gold = examples
+        PassageSource::Gold | PassageSource::GoldAndRetrieved => {
+            let gold_ids = examples
                 .iter()
                 .map(|e| {
-                    let id = e.gold.ok_or_else(|| {
+                    e.gold.ok_or_else(|| {
                         RagError::Mismatch(format!(
                             "reading the gold passage needs a gold id; `{}` has none",
                             e.question
                         ))
-                    })?;
-                    knowledge.passage(id)
+                    })
                 })
+                .collect::<Result<Vec<u64>>>()?;
+            let n_docs = model.config().n_docs;
+            let mut rows: Vec<Vec<u64>> = gold_ids.iter().map(|&g| vec![g]).collect();
+            if source == PassageSource::GoldAndRetrieved && n_docs > 1 {
+                let questions: Vec<&str> = examples.iter().map(|e| e.question.as_str()).collect();
+                let query = model.encode_questions(&questions)?;
+                let values: Vec<f32> = query.into_data().convert::<f32>().into_vec().expect("converted to f32");
+                let found = knowledge.index.search(&values, n_docs)?;
+                for (q, row) in rows.iter_mut().enumerate() {
+                    let others = found.ids(q).iter().copied().filter(|&id| id != gold_ids[q]);
+                    row.extend(others.take(n_docs - 1));
+                }
+            }
+            let rows = rows
+                .into_iter()
+                .map(|ids| ids.into_iter().map(|id| knowledge.passage(id)).collect::<Result<Vec<_>>>())
                 .collect::<Result<Vec<_>>>()?;
-            Some(Retrieval::given(gold, model.config().n_docs, &device))
+            Some(Retrieval::given_rows(rows, n_docs, &device))
         }
     })
 }
@@ -81,6 +113,8 @@ pub struct EvalReport {
     pub exact_match: f64,
     /// Token F1.
     pub f1: f64,
+    /// The generated answer of each example, in order.
+    pub predictions: Vec<String>,
 }
 
 impl EvalReport {
@@ -115,6 +149,7 @@ pub fn evaluate<B: Backend>(
     let deepest = options.ks.iter().copied().max().unwrap_or(0);
     let mut hits = vec![0usize; options.ks.len()];
     let (mut em, mut f1) = (0.0, 0.0);
+    let mut predictions = Vec::with_capacity(examples.len());
     for chunk in examples.chunks(options.batch_size) {
         let questions: Vec<&str> = chunk.iter().map(|e| e.question.as_str()).collect();
         let examples: Vec<&QaExample> = chunk.iter().collect();
@@ -142,11 +177,12 @@ pub fn evaluate<B: Backend>(
             em += f64::from(u8::from(exact_match(&answer.text, &example.answers)));
             f1 += f1_score(&answer.text, &example.answers);
         }
+        predictions.extend(answers.into_iter().map(|a| a.text));
     }
     let n = examples.len() as f64;
     let recall =
         if retrieved { options.ks.iter().zip(&hits).map(|(&k, &h)| (k, h as f64 / n)).collect() } else { Vec::new() };
-    Ok(EvalReport { examples: examples.len(), recall, exact_match: em / n, f1: f1 / n })
+    Ok(EvalReport { examples: examples.len(), recall, exact_match: em / n, f1: f1 / n, predictions })
 }
 
 /// The rank of the first relevant passage of `ranked` for `example`: its gold id when it has

@@ -54,7 +54,7 @@ pub use hf_rag::{HfRag, HfRagConfig, Marginalization, hf_loss};
 pub use indexing::{index_store, refresh_index};
 pub use model::{AnswerLogits, CLOSED_BOOK_ID, Generator, Knowledge, KnowledgePaths, RagModel, RagOutput, Retrieval};
 pub use qa::{QaExample, exact_match, f1_score, has_answer, normalize_answer, read_qa_jsonl, write_qa_jsonl};
-pub use synthetic::{SyntheticConfig, SyntheticPassage, SyntheticTask};
+pub use synthetic::{SyntheticConfig, SyntheticPassage, SyntheticTask, copy_examples};
 pub use training::{RagTask, Recipe};
 
 pub use rag_generator;

@@ -277,13 +277,25 @@ impl<B: Backend> Retrieval<B> {
     /// One given passage per question (the gold one, for an oracle), in the first of `n_docs`
     /// slots with score 0; the other slots are empty (score `-inf`), so the prior is 1 on it.
     pub fn given(passages: Vec<PassageText>, n_docs: usize, device: &B::Device) -> Self {
-        let b = passages.len();
+        Self::given_rows(passages.into_iter().map(|p| vec![p]).collect(), n_docs, device)
+    }
+
+    /// Given passages per question (at most `n_docs` each) in its first slots with score 0,
+    /// the other slots empty (score `-inf`): a uniform prior over the given ones, and no
+    /// gradient to the retriever.
+    pub fn given_rows(rows: Vec<Vec<PassageText>>, n_docs: usize, device: &B::Device) -> Self {
+        let b = rows.len();
         let empty = PassageText { id: NO_ID, ..PassageText::default() };
-        let rows: Vec<Vec<PassageText>> = passages
+        let mut scores = Vec::with_capacity(b * n_docs);
+        let rows: Vec<Vec<PassageText>> = rows
             .into_iter()
-            .map(|p| std::iter::once(p).chain(std::iter::repeat_n(empty.clone(), n_docs.saturating_sub(1))).collect())
+            .map(|mut row| {
+                row.truncate(n_docs);
+                scores.extend((0..n_docs).map(|z| if z < row.len() { 0.0 } else { f32::NEG_INFINITY }));
+                row.resize(n_docs, empty.clone());
+                row
+            })
             .collect();
-        let scores: Vec<f32> = (0..b * n_docs).map(|i| if i % n_docs == 0 { 0.0 } else { f32::NEG_INFINITY }).collect();
         Self { passages: rows, doc_scores: Tensor::from_data(TensorData::new(scores, [b, n_docs]), device) }
     }
 

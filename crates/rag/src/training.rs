@@ -133,8 +133,9 @@ pub struct RagTask {
     /// How they are evaluated.
     pub eval_options: EvalOptions,
     /// What the generator reads in training: retrieved passages, none (the closed-book
-    /// baseline; `n_docs` must be 1), or the gold passage (a reading warm-up). Evaluation
-    /// reads the same, except that a gold-passage stage is evaluated on retrieved passages.
+    /// baseline; `n_docs` must be 1), the gold passage (a reading warm-up), or the gold passage
+    /// beside retrieved ones. Evaluation reads what `eval_options` says (none for a closed-book
+    /// stage).
     pub passages: PassageSource,
     /// How the corpus is re-encoded at a refresh.
     pub refresh: EncodeOptions,
