@@ -174,8 +174,8 @@ fn ra_dit_lsr_runs_its_copy_read_lm_and_lsr_stages_and_reports_its_teacher() {
     }
     assert_eq!(report["stages"]["copy"]["reads"], "closed-book");
     assert_eq!(report["stages"]["lm"]["reads"], "gold-and-retrieved");
-    assert_eq!(report["settings"]["lm_docs"], 2);
+    assert_eq!(report["settings"]["lm_docs"], 3);
     assert!(report["teacher"]["exact_match"].is_number(), "the teacher's gold-passage exact match is reported");
-    // The LM stage trained on two slots and was measured on the model's four.
+    // The LM stage trained on three slots and was measured on the model's four.
     assert!(report["stages"]["lm"]["test"]["recall_at_1"].is_number());
 }
