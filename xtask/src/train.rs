@@ -466,7 +466,10 @@ fn train<B: Backend>(args: TrainArgs, device: &B::Device, spec: DeviceSpec) -> R
         let trained = trainer
             .fit(model, &mut task, data.train, args.resume)
             .with_context(|| format!("stage `{}` of {}", spec.name, run_dir.display()))?;
-        let model = with_recipe(trained.model.valid(), spec.recipe, tested_docs)?;
+        let model = match spec.train_docs {
+            Some(_) => with_recipe(trained.model.valid(), spec.recipe, tested_docs)?,
+            None => trained.model.valid(),
+        };
         let after = test(&model, &task.knowledge, &options)?;
         let oracle = if spec.oracle && golds {
             Some(test(&model, &task.knowledge, &EvalOptions { passages: PassageSource::Gold, ..options.clone() })?)
@@ -491,42 +494,41 @@ fn train<B: Backend>(args: TrainArgs, device: &B::Device, spec: DeviceSpec) -> R
     // stages start from (each takes its own trainable copy).
     let mut stages: Vec<Stage<B>> = Vec::new();
     let lm_recipe = if recipe.decoder_only() { Recipe::RaDitLm } else { recipe };
-    let warmed: Option<RagModel<B>> = if read_steps > 0 || copy_steps > 0 {
-        let mut model = fresh(lm_recipe, 1)?;
-        if copy_steps > 0 {
-            // Fresh words each step (the examples never repeat) and a held-out set for its
-            // dev and test rows.
-            let per_step = args.batch_size * args.grad_accumulation;
-            let examples = rag::copy_examples(copy_steps as usize * per_step, args.seed);
-            let held_out = rag::copy_examples(120, args.seed ^ COPY_HELD_OUT_SEED);
-            let data = StageData { train: &examples, dev: &held_out, test: &held_out };
-            let copy = StageSpec {
-                passages: PassageSource::ClosedBook,
-                generator_lr: Some(WARMUP_LR),
-                ..StageSpec::new("copy", lm_recipe, copy_steps)
-            };
-            let stage = run_stage_on(copy, model, &data)?;
-            model =
-                RagModel::<Autodiff<B>>::from_inner(with_recipe(stage.model.clone(), lm_recipe, 1)?).into_trainable();
-            stages.push(stage);
-        }
-        if read_steps > 0 {
-            // One passage slot: the gold passage is all it reads (K − 1 empty rows would cost
-            // generator passes and teach nothing).
-            let read = StageSpec {
-                passages: PassageSource::Gold,
-                before: true,
-                generator_lr: Some(WARMUP_LR),
-                ..StageSpec::new("read", lm_recipe, read_steps)
-            };
-            let stage = run_stage(read, model)?;
-            model = RagModel::<Autodiff<B>>::from_inner(stage.model.clone()).into_trainable();
-            stages.push(stage);
-        }
-        Some(model.valid())
-    } else {
-        None
-    };
+    let trainable = |model: RagModel<B>| RagModel::<Autodiff<B>>::from_inner(model).into_trainable();
+    let mut warmed: Option<RagModel<B>> = None;
+    if copy_steps > 0 {
+        // Fresh words each step (the examples never repeat) and a held-out set for its dev and
+        // test rows.
+        let per_step = args.batch_size * args.grad_accumulation;
+        let examples = rag::copy_examples(copy_steps as usize * per_step, args.seed);
+        let held_out = rag::copy_examples(120, args.seed ^ COPY_HELD_OUT_SEED);
+        let data = StageData { train: &examples, dev: &held_out, test: &held_out };
+        let copy = StageSpec {
+            passages: PassageSource::ClosedBook,
+            generator_lr: Some(WARMUP_LR),
+            ..StageSpec::new("copy", lm_recipe, copy_steps)
+        };
+        let stage = run_stage_on(copy, fresh(lm_recipe, 1)?, &data)?;
+        warmed = Some(stage.model.clone());
+        stages.push(stage);
+    }
+    if read_steps > 0 {
+        // One passage slot: the gold passage is all it reads (K − 1 empty rows would cost
+        // generator passes and teach nothing).
+        let read = StageSpec {
+            passages: PassageSource::Gold,
+            before: true,
+            generator_lr: Some(WARMUP_LR),
+            ..StageSpec::new("read", lm_recipe, read_steps)
+        };
+        let start = match warmed.take() {
+            Some(model) => trainable(model),
+            None => fresh(lm_recipe, 1)?,
+        };
+        let stage = run_stage(read, start)?;
+        warmed = Some(stage.model.clone());
+        stages.push(stage);
+    }
     let start_from = |r: Recipe| -> Result<RagModel<Autodiff<B>>> {
         match &warmed {
             Some(model) => {
@@ -582,7 +584,7 @@ fn train<B: Backend>(args: TrainArgs, device: &B::Device, spec: DeviceSpec) -> R
                         notes.push(note);
                     }
                     _ => {
-                        let model = RagModel::<Autodiff<B>>::from_inner(lm_model).into_trainable();
+                        let model = trainable(lm_model);
                         chain.push(run_stage(StageSpec::new("main", Recipe::RaDitLsr, steps), model)?);
                     }
                 }

@@ -70,33 +70,35 @@ pub(crate) fn fixed_retrieval<B: Backend>(
         PassageSource::Retrieved => None,
         PassageSource::ClosedBook => Some(Retrieval::closed_book(examples.len(), &device)),
         PassageSource::Gold | PassageSource::GoldAndRetrieved => {
-            let gold_ids = examples
+            let golds = examples
                 .iter()
                 .map(|e| {
-                    e.gold.ok_or_else(|| {
+                    let id = e.gold.ok_or_else(|| {
                         RagError::Mismatch(format!(
                             "reading the gold passage needs a gold id; `{}` has none",
                             e.question
                         ))
-                    })
+                    })?;
+                    knowledge.passage(id)
                 })
-                .collect::<Result<Vec<u64>>>()?;
-            let n_docs = model.config().n_docs;
-            let mut rows: Vec<Vec<u64>> = gold_ids.iter().map(|&g| vec![g]).collect();
-            if source == PassageSource::GoldAndRetrieved && n_docs > 1 {
-                let questions: Vec<&str> = examples.iter().map(|e| e.question.as_str()).collect();
-                let query = model.encode_questions(&questions)?;
-                let values: Vec<f32> = query.into_data().convert::<f32>().into_vec().expect("converted to f32");
-                let found = knowledge.index.search(&values, n_docs)?;
-                for (q, row) in rows.iter_mut().enumerate() {
-                    let others = found.ids(q).iter().copied().filter(|&id| id != gold_ids[q]);
-                    row.extend(others.take(n_docs - 1));
-                }
-            }
-            let rows = rows
-                .into_iter()
-                .map(|ids| ids.into_iter().map(|id| knowledge.passage(id)).collect::<Result<Vec<_>>>())
                 .collect::<Result<Vec<_>>>()?;
+            let n_docs = model.config().n_docs;
+            let rows = if source == PassageSource::GoldAndRetrieved && n_docs > 1 {
+                // The retriever's own top-K (its scores are not used), the gold passage first.
+                let questions: Vec<&str> = examples.iter().map(|e| e.question.as_str()).collect();
+                let retrieved = model.retrieve(knowledge, &questions)?;
+                golds
+                    .into_iter()
+                    .zip(retrieved.passages)
+                    .map(|(gold, found)| {
+                        let gold_id = gold.id;
+                        let others = found.into_iter().filter(|p| p.id != gold_id).take(n_docs - 1);
+                        std::iter::once(gold).chain(others).collect()
+                    })
+                    .collect()
+            } else {
+                golds.into_iter().map(|gold| vec![gold]).collect()
+            };
             Some(Retrieval::given_rows(rows, n_docs, &device))
         }
     })
