@@ -16,9 +16,9 @@ use crate::device::{DeviceSpec, on_device};
 pub enum Mode {
     /// RAG-Token (BART) or ensemble (decoder-only) decoding.
     Token,
-    /// RAG-Sequence thorough decoding (BART).
+    /// RAG-Sequence thorough decoding: a search per passage, every candidate rescored on all.
     SequenceThorough,
-    /// RAG-Sequence fast decoding (BART).
+    /// RAG-Sequence fast decoding: a search per passage, no rescoring.
     SequenceFast,
 }
 
@@ -39,9 +39,10 @@ pub struct ModelArgs {
     /// `RagModel::save` with its knowledge paths.
     #[arg(long, default_value = "runs/rag-token")]
     run: PathBuf,
-    /// Decoding mode.
-    #[arg(long, value_enum, default_value_t = Mode::Token)]
-    mode: Mode,
+    /// Decoding mode (default: `token` for BART, `sequence-thorough` for a decoder-only LM, as
+    /// `cargo xtask train` measures them).
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
     /// Beams (1: greedy).
     #[arg(long, default_value_t = 1)]
     beams: usize,
@@ -128,7 +129,7 @@ fn eval_on<B: Backend>(args: EvalArgs, device: &B::Device, spec: DeviceSpec) -> 
     let options = EvalOptions {
         batch_size: 32,
         ks: vec![1, 5, 20],
-        mode: args.model.mode.into(),
+        mode: args.model.mode.map_or_else(|| model.default_decode_mode(), Into::into),
         generation: generation(&model, &args.model),
         passages: args.passages.into(),
     };
@@ -181,7 +182,7 @@ fn ask_on<B: Backend>(args: AskArgs, device: &B::Device, _spec: DeviceSpec) -> R
     let answers = model.answer(
         &knowledge,
         &[args.question.as_str()],
-        args.model.mode.into(),
+        args.model.mode.map_or_else(|| model.default_decode_mode(), Into::into),
         &generation(&model, &args.model),
     )?;
     let answer = &answers[0];

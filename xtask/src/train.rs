@@ -401,7 +401,8 @@ fn train<B: Backend>(args: TrainArgs, device: &B::Device, spec: DeviceSpec) -> R
     let eval_options = EvalOptions {
         batch_size: 32,
         ks: ks.to_vec(),
-        mode: DecodeMode::Token,
+        // What `RagModel::default_decode_mode` picks for the recipe's generator.
+        mode: if recipe.decoder_only() { DecodeMode::SequenceThorough } else { DecodeMode::Token },
         generation: rag::rag_generator::GenerationConfig { max_new_tokens: Some(12), ..world.generation.clone() },
         passages: PassageSource::Retrieved,
     };
@@ -695,6 +696,7 @@ fn train<B: Backend>(args: TrainArgs, device: &B::Device, spec: DeviceSpec) -> R
             "steps": steps, "copy_steps": copy_steps, "read_steps": read_steps, "lm_docs": lm_docs, "batch_size": args.batch_size,
             "grad_accumulation": args.grad_accumulation, "retriever_lr": rlr, "generator_lr": glr, "n_docs": n_docs,
             "seed": args.seed, "train_doc_encoder": train_docs, "passages": world.passages,
+            "decoding": format!("{:?}", eval_options.mode),
             "precision": format!("{:?}", args.precision).to_lowercase(),
             "train_questions": world.train.len(), "dev_questions": world.dev.len(), "test_questions": world.test.len(),
         },
