@@ -917,15 +917,14 @@ fn user_world<B: Backend>(args: &TrainArgs, recipe: Recipe, run_dir: &Path, devi
         let encoder = Encoder::<B>::from_pretrained(retriever, &EncoderOptions::default(), device, DType::F32)?;
         let bi = BiEncoder::separate(encoder.clone(), encoder)?;
         let generator = Generator::<B>::from_pretrained(generator, 0.1, device, DType::F32)?;
-        let context = if matches!(generator, Generator::Llama(_)) {
-            rag::ContextFormat::ra_dit()
-        } else {
-            rag::ContextFormat::hf()
-        };
-        if recipe.decoder_only() != matches!(generator, Generator::Llama(_)) {
+        let decoder_only = generator.kind() == rag::GeneratorKind::DecoderOnly;
+        let context = if decoder_only { rag::ContextFormat::ra_dit() } else { rag::ContextFormat::hf() };
+        if recipe.decoder_only() != decoder_only {
             bail!(
-                "recipe {recipe} needs a {} generator",
-                if recipe.decoder_only() { "decoder-only (LLaMA)" } else { "BART" }
+                "recipe {recipe} needs a {} generator, and `{}` is {}",
+                if recipe.decoder_only() { "decoder-only (LLaMA-family)" } else { "seq2seq (BART)" },
+                generator.architecture(),
+                if decoder_only { "decoder-only" } else { "seq2seq" }
             );
         }
         let config = RagConfig { n_docs, loss: recipe.loss(), context, ..RagConfig::default() };

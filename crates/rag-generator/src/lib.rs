@@ -10,6 +10,8 @@
 //!   be reordered (beams) or repeated (documents); [`generate`] runs greedy or beam search on
 //!   it with HF's semantics ([`GenerationConfig`]: `max_length` / `max_new_tokens`, EOS,
 //!   `length_penalty`, `early_stopping`, `num_return_sequences`, min length, forced BOS/EOS).
+//! - [`Generator`]: either architecture behind one handle (its [`GeneratorKind`], special
+//!   tokens, teacher-forced answer logits, loading by HF's `model_type`).
 //! - [`GeneratorTokenizer`]: a local `tokenizer.json` (byte-level BPE for BART and LLaMA),
 //!   encode with padding on either side, decode back to text.
 //!
@@ -41,6 +43,7 @@ mod bart;
 mod config;
 mod error;
 mod generation;
+mod generator;
 mod llama;
 mod search;
 mod tokenizer;
@@ -50,6 +53,9 @@ pub use bart::{Bart, BartBatch, BartState};
 pub use config::{BartConfig, ConfigFile, LlamaConfig, RopeScaling};
 pub use error::{GeneratorError, Result};
 pub use generation::{EarlyStopping, GenerationConfig};
+pub use generator::{
+    ARCHITECTURES, AnswerLogits, Generator, GeneratorKind, GeneratorState, SpecialTokens, answer_token_log_probs,
+};
 pub use llama::{Llama, LlamaState, Rotary, positions_from_mask};
 pub use search::{DecodeState, Generated, StepModel, generate};
 pub use tokenizer::{GeneratorTokenizer, Padded, PaddingSide};

@@ -179,3 +179,58 @@ fn bad_requests_are_errors_that_name_the_input() {
     let err = llama.generate(&[vec![]], &GenerationConfig::for_llama(llama.config())).unwrap_err();
     assert!(err.to_string().contains("empty"), "{err}");
 }
+
+#[test]
+fn the_generator_handle_decodes_groups_from_their_shared_suffix_as_the_model_does_alone() {
+    use rag_generator::{Generator, GeneratorKind, SpecialTokens};
+    let special = SpecialTokens { bos: Some(1), eos: 2, pad: 0, decoder_start: Some(2) };
+    let generator = Generator::Llama(llama());
+    assert_eq!(generator.kind(), GeneratorKind::DecoderOnly);
+    // Two groups of two rows; each group's rows end in the same two tokens.
+    let rows = vec![vec![1, 5, 9, 7, 3], vec![1, 30, 7, 3], vec![1, 8, 4, 6], vec![1, 11, 12, 13, 4, 6]];
+    let (mut state, prompt) = generator.begin_rows(&rows, 2, &[2, 2], special).unwrap();
+    assert_eq!(prompt, vec![vec![7, 3], vec![4, 6]]);
+    assert_eq!(state.rows(), 4);
+    // Feeding the prompts (once per row) gives what the LM gives on each whole row alone.
+    let per_row = Tensor::<B, 2, Int>::from_data(
+        burn::tensor::TensorData::new(vec![7i64, 3, 7, 3, 4, 6, 4, 6], [4, 2]),
+        &Default::default(),
+    );
+    let last = generator.step(&mut state, per_row);
+    let Generator::Llama(llama) = &generator else { unreachable!() };
+    for (r, row) in rows.iter().enumerate() {
+        let alone = llama.forward(ids(std::slice::from_ref(row)), ids(&[vec![1; row.len()]]));
+        let alone = alone.narrow(1, row.len() - 1, 1).reshape([1, 40]);
+        let diff = max_abs_diff(&values(last.clone().narrow(0, r, 1)), &values(alone));
+        assert!(diff < 1e-4, "row {r}: {diff}");
+    }
+    // Rows that do not end in the same tokens, or a group size that does not divide them, are
+    // refused by name.
+    let err = generator.begin_rows(&rows, 2, &[3, 2], special).unwrap_err().to_string();
+    assert!(err.contains("shared_suffix") && err.contains("group 0"), "{err}");
+    let err = generator.begin_rows(&rows, 3, &[2], special).unwrap_err().to_string();
+    assert!(err.contains("groups of 3"), "{err}");
+
+    let bart = Generator::Bart(bart());
+    assert_eq!(bart.kind(), GeneratorKind::Seq2Seq);
+    let (state, prompt) = bart.begin_rows(&rows, 2, &[], special).unwrap();
+    assert_eq!((state.rows(), prompt), (4, vec![vec![2], vec![2]]));
+    let no_start = SpecialTokens { decoder_start: None, ..special };
+    let err = bart.begin_rows(&rows, 2, &[], no_start).unwrap_err().to_string();
+    assert!(err.contains("decoder start"), "{err}");
+}
+
+#[test]
+fn a_generator_saved_as_its_config_comes_back_as_the_same_architecture() {
+    use rag_generator::Generator;
+    let dir = tempfile::tempdir().unwrap();
+    for generator in [Generator::Bart(bart()), Generator::Llama(llama())] {
+        let path = dir.path().join(format!("{}.json", generator.architecture()));
+        std::fs::write(&path, generator.config_json().to_string()).unwrap();
+        let back = Generator::<B>::from_config_file(generator.architecture(), &path, &Default::default()).unwrap();
+        assert_eq!((back.architecture(), back.vocab_size()), (generator.architecture(), generator.vocab_size()));
+        assert_eq!(back.config_json(), generator.config_json());
+        let err = Generator::<B>::from_config_file("t5", &path, &Default::default()).unwrap_err().to_string();
+        assert!(err.contains("`t5`") && err.contains("bart, llama"), "{err}");
+    }
+}

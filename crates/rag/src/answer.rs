@@ -4,13 +4,16 @@
 use burn::tensor::Tensor;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
-use rag_generator::{GenerationConfig, Llama, LlamaState, Padded, PaddingSide, StepModel, generate};
+use rag_generator::{
+    AnswerLogits, GenerationConfig, Generator, GeneratorKind, GeneratorState, Padded, PaddingSide, SpecialTokens,
+    answer_token_log_probs, generate,
+};
 use rag_index::NO_ID;
 use rag_losses::hf::HfNllOptions;
 
 use crate::context::instruction_ids;
 use crate::decoding::{RagTokenDecoder, rag_sequence_fast, rag_sequence_thorough};
-use crate::model::{AnswerLogits, Generator, Knowledge, RagModel, Retrieval, answer_token_log_probs};
+use crate::model::{Knowledge, RagModel, Retrieval};
 use crate::{RagError, Result};
 
 /// How answers are decoded.
@@ -74,9 +77,9 @@ impl<B: Backend> RagModel<B> {
     /// splices answers from different passages (`shoubro`, from `shoubrobrais` in one passage and
     /// another row's end of sequence): test exact match 0.408 against 0.617 with whole answers.
     pub fn default_decode_mode(&self) -> DecodeMode {
-        match self.generator() {
-            Generator::Bart(_) => DecodeMode::Token,
-            Generator::Llama(_) => DecodeMode::SequenceThorough,
+        match self.generator().kind() {
+            GeneratorKind::Seq2Seq => DecodeMode::Token,
+            GeneratorKind::DecoderOnly => DecodeMode::SequenceThorough,
         }
     }
 
@@ -129,23 +132,18 @@ impl<B: Backend> RagModel<B> {
         generation: &GenerationConfig,
     ) -> Result<Vec<Vec<u32>>> {
         let special = self.special_tokens();
-        let b = questions.len();
         let k = self.config().n_docs;
         let best_only = GenerationConfig { num_return_sequences: 1, ..generation.clone() };
         let doc_scores = retrieval.doc_scores.clone();
         let rows: Vec<(Vec<u32>, usize)> = match (self.generator(), mode) {
-            (Generator::Bart(bart), DecodeMode::Token) => {
-                let (ids, mask) = Padded::new(contexts, special.pad, PaddingSide::Right).tensors(&bart.device());
-                let decoder = RagTokenDecoder::new(bart, k);
-                let start = generation.decoder_start_token_id.or(special.decoder_start).expect("BART has one");
-                let out = generate(
-                    &decoder,
-                    decoder.begin(bart.begin(ids, mask), doc_scores),
-                    &vec![vec![start]; b],
-                    &best_only,
-                )?;
+            (generator, DecodeMode::Token) => {
+                let (state, prompt) = self.begin_rows(questions, contexts, k, generation)?;
+                let decoder = RagTokenDecoder::new(generator, k);
+                let out = generate(&decoder, decoder.begin(state, doc_scores), &prompt, &best_only)?;
                 out.sequences.into_iter().map(|s| (s, out.prompt_len)).collect()
             }
+            // HF's RAG-Sequence decoding, with its parity-tested scoring (`exclude_bos_score`),
+            // is BART's own.
             (Generator::Bart(bart), DecodeMode::SequenceThorough | DecodeMode::SequenceFast) => {
                 let (ids, mask) = Padded::new(contexts, special.pad, PaddingSide::Right).tensors(&bart.device());
                 let out = if mode == DecodeMode::SequenceFast {
@@ -160,14 +158,8 @@ impl<B: Backend> RagModel<B> {
                 };
                 out.into_iter().map(|s| (s, 1)).collect()
             }
-            (Generator::Llama(llama), DecodeMode::Token) => {
-                let (state, prompt) = self.begin_ensemble(llama, questions, contexts, k)?;
-                let decoder = RagTokenDecoder::new(llama, k);
-                let out = generate(&decoder, decoder.begin(state, doc_scores), &prompt, &best_only)?;
-                out.sequences.into_iter().map(|s| (s, out.prompt_len)).collect()
-            }
-            (Generator::Llama(llama), DecodeMode::SequenceThorough | DecodeMode::SequenceFast) => self
-                .llama_sequence(llama, questions, contexts, retrieval, mode, &best_only)?
+            (_, DecodeMode::SequenceThorough | DecodeMode::SequenceFast) => self
+                .sequence_per_passage(questions, contexts, retrieval, mode, &best_only)?
                 .into_iter()
                 .map(|s| (s, 0))
                 .collect(),
@@ -182,16 +174,15 @@ impl<B: Backend> RagModel<B> {
             .collect())
     }
 
-    /// RAG-Sequence decoding over a decoder-only LM: a search on each passage's prompt alone
+    /// RAG-Sequence decoding over any generator: a search on each passage's row alone
     /// (greedy, or beam search returning all its beams), the distinct answers of a question's
     /// rows as its candidates, each ranked by `log Σ_z p(z|x) p(y|x,z)` over the question's
     /// passages: rescored by one teacher-forced pass over every (candidate, passage) pair for
     /// [`DecodeMode::SequenceThorough`]; for [`DecodeMode::SequenceFast`] a passage whose search
     /// did not produce `y` counts as `p(y|x,z) = 0`. Returns each question's best answer tokens
     /// (cut after the end-of-sequence token). Empty passage slots produce no candidates.
-    fn llama_sequence(
+    fn sequence_per_passage(
         &self,
-        llama: &Llama<B>,
         questions: &[&str],
         contexts: &[Vec<u32>],
         retrieval: &Retrieval<B>,
@@ -202,10 +193,10 @@ impl<B: Backend> RagModel<B> {
         let k = self.config().n_docs;
         let b = questions.len();
         let per_row: Vec<&str> = questions.iter().flat_map(|q| std::iter::repeat_n(*q, k)).collect();
-        let (state, prompt) = self.begin_ensemble(llama, &per_row, contexts, 1)?;
+        let (state, prompt) = self.begin_rows(&per_row, contexts, 1, generation)?;
         let beams = generation.num_beams;
         let config = GenerationConfig { num_return_sequences: beams, ..generation.clone() };
-        let out = generate(llama, state, &prompt, &config)?;
+        let out = generate(self.generator(), state, &prompt, &config)?;
         let log_prior = to_f64(log_softmax(retrieval.doc_scores.clone(), 1));
         let trim = |sequence: &[u32]| -> Vec<u32> {
             let new = &sequence[out.prompt_len.min(sequence.len())..];
@@ -275,47 +266,35 @@ impl<B: Backend> RagModel<B> {
             .collect())
     }
 
-    /// Ensemble decoding's start: every document row's prompt up to the instruction is fed
-    /// now (left-padded), and the instruction, the same for all of a question's `k` documents,
-    /// is returned as the search's prompt (left-padded across questions, its mask set as the
-    /// next tokens' mask).
-    fn begin_ensemble(
+    /// The generator's decoding state over `contexts`, in groups of `group` rows per search row
+    /// (`questions` has one entry per group), and each group's search prompt: for a
+    /// decoder-only LM the instruction every prompt of the group ends with (what precedes it is
+    /// fed now); for a seq2seq one the decoder start token (`generation`'s, else the config's).
+    fn begin_rows(
         &self,
-        llama: &Llama<B>,
         questions: &[&str],
         contexts: &[Vec<u32>],
-        k: usize,
-    ) -> Result<(LlamaState<B>, Vec<Vec<u32>>)> {
+        group: usize,
+        generation: &GenerationConfig,
+    ) -> Result<(GeneratorState<B>, Vec<Vec<u32>>)> {
         let special = self.special_tokens();
-        let device = llama.device();
-        let mut prefixes = Vec::with_capacity(contexts.len());
-        let mut instructions = Vec::with_capacity(questions.len());
-        for (i, question) in questions.iter().enumerate() {
-            let instruction = instruction_ids(&self.config().context, self.generator_tokenizer(), question)?;
-            if instruction.is_empty() {
-                return Err(RagError::Mismatch(format!("question {i} makes an empty instruction")));
-            }
-            for row in &contexts[i * k..(i + 1) * k] {
-                prefixes.push(row[..row.len() - instruction.len()].to_vec());
-            }
-            instructions.push(instruction);
-        }
-        let prefixes = Padded::new(&prefixes, special.pad, PaddingSide::Left);
-        let instructions = Padded::new(&instructions, special.pad, PaddingSide::Left);
-        let (_, instruction_mask) = instructions.tensors::<B>(&device);
-        let l = instructions.len();
-        let per_doc_mask = instruction_mask.reshape([questions.len(), 1, l]).expand([questions.len(), k, l]);
-        let per_doc_mask = per_doc_mask.reshape([questions.len() * k, l]);
-        let state = if prefixes.is_empty() {
-            llama.begin(per_doc_mask)
-        } else {
-            let (ids, mask) = prefixes.tensors::<B>(&device);
-            let mut state = llama.begin(mask);
-            llama.step(&mut state, ids);
-            state.set_next_mask(per_doc_mask);
-            state
+        let special =
+            SpecialTokens { decoder_start: generation.decoder_start_token_id.or(special.decoder_start), ..special };
+        let shared_suffix = match self.generator().kind() {
+            GeneratorKind::Seq2Seq => Vec::new(),
+            GeneratorKind::DecoderOnly => questions
+                .iter()
+                .enumerate()
+                .map(|(i, question)| {
+                    let n = instruction_ids(&self.config().context, self.generator_tokenizer(), question)?.len();
+                    if n == 0 {
+                        return Err(RagError::Mismatch(format!("question {i} makes an empty instruction")));
+                    }
+                    Ok(n)
+                })
+                .collect::<Result<_>>()?,
         };
-        Ok((state, instructions.ids))
+        Ok(self.generator().begin_rows(contexts, group, &shared_suffix, special)?)
     }
 
     /// Teacher-forces each answer on its `K` passages and fills in the provenance.

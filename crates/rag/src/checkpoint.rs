@@ -17,12 +17,12 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::DType;
 use burn::tensor::backend::Backend;
-use rag_generator::{Bart, BartConfig, ConfigFile, GeneratorTokenizer, Llama, LlamaConfig};
+use rag_generator::{Generator, GeneratorTokenizer};
 use rag_retriever::{BertConfig, BiEncoder, Encoder, Pooling, TextTokenizer};
 use serde::{Deserialize, Serialize};
 
 use crate::config::RagConfig;
-use crate::model::{Generator, KnowledgePaths, RagModel};
+use crate::model::{KnowledgePaths, RagModel};
 use crate::{RagError, Result};
 
 /// `rag.json`'s `format`.
@@ -101,10 +101,7 @@ impl<B: Backend> RagModel<B> {
         if !shared_encoder {
             write_json(&staging.join(DOCUMENT_CONFIG), retriever.document_encoder().config())?;
         }
-        match self.generator() {
-            Generator::Bart(m) => write_json(&staging.join(GENERATOR_CONFIG), m.config())?,
-            Generator::Llama(m) => write_json(&staging.join(GENERATOR_CONFIG), m.config())?,
-        }
+        write_json(&staging.join(GENERATOR_CONFIG), &self.generator().config_json())?;
         self.passage_tokenizer().save(&staging.join(RETRIEVER_TOKENIZER))?;
         self.generator_tokenizer().save(&staging.join(GENERATOR_TOKENIZER))?;
         rag_hf::save_module(self, &staging.join(WEIGHTS))?;
@@ -186,11 +183,13 @@ impl<B: Backend> RagModel<B> {
             BiEncoder::separate(query, encoder(DOCUMENT_CONFIG)?)?
         };
         let generator_config = dir.join(GENERATOR_CONFIG);
-        let generator = match manifest.generator.as_str() {
-            "bart" => Generator::Bart(Bart::init(&BartConfig::from_file(&generator_config)?, 0.0, device)?),
-            "llama" => Generator::Llama(Llama::init(&LlamaConfig::from_file(&generator_config)?, 0.0, device)?),
-            other => return Err(field("generator", format!("`{other}`: expected `bart` or `llama`"))),
-        };
+        if !rag_generator::ARCHITECTURES.contains(&manifest.generator.as_str()) {
+            return Err(field(
+                "generator",
+                format!("`{}`: expected one of {}", manifest.generator, rag_generator::ARCHITECTURES.join(", ")),
+            ));
+        }
+        let generator = Generator::from_config_file(&manifest.generator, &generator_config, device)?;
         let passage_tokenizer = TextTokenizer::from_file(dir.join(RETRIEVER_TOKENIZER), None)?;
         let generator_tokenizer = GeneratorTokenizer::from_file(dir.join(GENERATOR_TOKENIZER))?;
         let model = RagModel::new(retriever, generator, passage_tokenizer, generator_tokenizer, manifest.config)?;

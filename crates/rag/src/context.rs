@@ -3,23 +3,10 @@
 //! Special tokens come from the generator's config, not from the tokenizer's post-processor, so
 //! a tokenizer trained from scratch (which has none) and HF's BART tokenizer give the same rows.
 
-use rag_generator::GeneratorTokenizer;
+use rag_generator::{GeneratorTokenizer, SpecialTokens};
 
 use crate::config::ContextFormat;
 use crate::{RagError, Result};
-
-/// The special token ids the rows are built with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SpecialTokens {
-    /// `<s>` / `<bos>`.
-    pub bos: Option<u32>,
-    /// `</s>` / `<eos>`: ends answers (and BART contexts).
-    pub eos: u32,
-    /// Padding.
-    pub pad: u32,
-    /// The first decoder input of a seq2seq generator.
-    pub decoder_start: Option<u32>,
-}
 
 /// A passage's text as retrieved.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

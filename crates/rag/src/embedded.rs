@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use rag_generator::{Bart, BartConfig, GeneratorTokenizer, Llama, LlamaConfig};
+use rag_generator::{Bart, BartConfig, Generator, GeneratorTokenizer, Llama, LlamaConfig};
 use rag_index::{FlatIndex, Metric, PassageStore};
 use rag_retriever::{BertConfig, BiEncoder, EncodeOptions, Encoder, Pooling, TextTokenizer};
 
 use crate::config::{ContextFormat, RagConfig};
 use crate::indexing::index_store;
-use crate::model::{Generator, Knowledge, KnowledgePaths, RagModel};
+use crate::model::{Knowledge, KnowledgePaths, RagModel};
 use crate::qa::write_qa_jsonl;
 use crate::synthetic::{SyntheticConfig, SyntheticTask};
 use crate::training::Recipe;

@@ -12,13 +12,13 @@ use std::path::Path;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor};
-use rag_generator::{Bart, BartConfig, ConfigFile, GeneratorTokenizer};
+use rag_generator::{Bart, BartConfig, ConfigFile, Generator, GeneratorTokenizer};
 use rag_hf::Checkpoint;
 use rag_losses::hf::{HfNllOptions, rag_sequence_get_nll, rag_token_get_nll};
 use rag_retriever::{BertConfig, BertInput, BiEncoder, Encoder, Pooling, TextTokenizer, WeightLayout};
 
 use crate::config::{ContextFormat, RagConfig, RagLoss};
-use crate::model::{Generator, RagModel};
+use crate::model::RagModel;
 use serde::Deserialize;
 
 use crate::{RagError, Result};

@@ -45,15 +45,16 @@ pub use answer::{Answer, DecodeMode, Provenance};
 pub use bm25::Bm25;
 pub use checkpoint::{CHECKPOINT_FORMAT, CHECKPOINT_VERSION, LoadedRag};
 pub use config::{ContextFormat, LsrOptions, Precision, RagConfig, RagLoss};
-pub use context::{PassageText, SpecialTokens, seq2seq_text};
+pub use context::{PassageText, seq2seq_text};
 pub use decoding::{RagTokenDecoder, RagTokenState, rag_sequence_fast, rag_sequence_thorough};
 pub use embedded::{EmbeddedConfig, EmbeddedSetup};
 pub use error::{RagError, Result};
 pub use eval::{EvalOptions, EvalReport, PassageSource, evaluate};
 pub use hf_rag::{HfRag, HfRagConfig, Marginalization, hf_loss};
 pub use indexing::{index_store, refresh_index};
-pub use model::{AnswerLogits, CLOSED_BOOK_ID, Generator, Knowledge, KnowledgePaths, RagModel, RagOutput, Retrieval};
+pub use model::{CLOSED_BOOK_ID, Knowledge, KnowledgePaths, RagModel, RagOutput, Retrieval};
 pub use qa::{QaExample, exact_match, f1_score, has_answer, normalize_answer, read_qa_jsonl, write_qa_jsonl};
+pub use rag_generator::{AnswerLogits, Generator, GeneratorKind, SpecialTokens};
 pub use synthetic::{SyntheticConfig, SyntheticPassage, SyntheticTask, copy_examples};
 pub use training::{RagTask, Recipe};
 

@@ -5,10 +5,11 @@
 use std::path::PathBuf;
 
 use burn::module::Module;
-use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
-use rag_generator::{Bart, GenerationConfig, GeneratorTokenizer, Llama, Padded, PaddingSide};
+use burn::tensor::{Bool, Int, Tensor, TensorData};
+use rag_generator::{
+    AnswerLogits, Generator, GeneratorKind, GeneratorTokenizer, SpecialTokens, answer_token_log_probs,
+};
 use rag_index::{NO_ID, PassageStore, VectorIndex, open_index};
 use rag_losses::{
     LsrConfig, NllConfig, Reduction, lm_nll, lm_scores, lsr_loss, rag_sequence_nll, rag_token_nll, split_docs,
@@ -16,201 +17,8 @@ use rag_losses::{
 use rag_retriever::{BiEncoder, TextTokenizer};
 
 use crate::config::{ContextFormat, RagConfig, RagLoss};
-use crate::context::{PassageText, SpecialTokens, answer_ids, context_rows};
+use crate::context::{PassageText, answer_ids, context_rows};
 use crate::{RagError, Result};
-
-/// The generator of a RAG model: a seq2seq BART (RAG) or a decoder-only LLaMA (RA-DIT, REPLUG).
-#[derive(Module, Debug)]
-#[allow(clippy::large_enum_variant, reason = "one per model: the size of a handle does not matter")]
-pub enum Generator<B: Backend> {
-    /// BART, reading each passage + question in its encoder.
-    Bart(Bart<B>),
-    /// A LLaMA-family LM, reading each passage + question as a prompt.
-    Llama(Llama<B>),
-}
-
-impl<B: Backend> Generator<B> {
-    /// The vocabulary size.
-    pub fn vocab_size(&self) -> usize {
-        match self {
-            Self::Bart(m) => m.config().vocab_size,
-            Self::Llama(m) => m.config().vocab_size,
-        }
-    }
-
-    /// The dtype of the weights.
-    pub fn dtype(&self) -> DType {
-        match self {
-            Self::Bart(m) => m.dtype(),
-            Self::Llama(m) => m.dtype(),
-        }
-    }
-
-    /// The device of the weights.
-    pub fn device(&self) -> B::Device {
-        match self {
-            Self::Bart(m) => m.device(),
-            Self::Llama(m) => m.device(),
-        }
-    }
-
-    /// Loads a HF checkpoint directory (`config.json` with `model_type` `bart` or `llama`, and
-    /// `model.safetensors`, single or sharded).
-    pub fn from_pretrained(dir: &std::path::Path, dropout: f64, device: &B::Device, dtype: DType) -> Result<Self> {
-        use rag_generator::ConfigFile;
-        let config_path = dir.join("config.json");
-        let raw: serde_json::Value = rag_hf::read_json(&config_path)?;
-        let checkpoint = rag_hf::Checkpoint::open(dir)?;
-        let loader = rag_hf::Loader::new(&checkpoint, "", device, dtype);
-        match raw.get("model_type").and_then(|t| t.as_str()) {
-            Some("bart") => {
-                let config = rag_generator::BartConfig::from_file(&config_path)?;
-                Ok(Self::Bart(Bart::load(&config, &loader, dropout)?))
-            }
-            Some("llama") => {
-                let config = rag_generator::LlamaConfig::from_file(&config_path)?;
-                Ok(Self::Llama(Llama::load(&config, &loader, dropout)?))
-            }
-            other => Err(RagError::Config {
-                path: config_path,
-                field: "model_type".into(),
-                message: format!("{other:?}: the generators are `bart` and `llama`"),
-            }),
-        }
-    }
-
-    /// Search options from the generator's config (its end, pad and start tokens), greedy.
-    pub fn generation_config(&self) -> GenerationConfig {
-        match self {
-            Self::Bart(m) => GenerationConfig::for_bart(m.config()),
-            Self::Llama(m) => GenerationConfig::for_llama(m.config()),
-        }
-    }
-
-    /// The architecture's name in checkpoints (`bart`, `llama`).
-    pub fn architecture(&self) -> &'static str {
-        match self {
-            Self::Bart(_) => "bart",
-            Self::Llama(_) => "llama",
-        }
-    }
-
-    /// The special tokens rows are built with, from the generator's config.
-    pub fn special_tokens(&self) -> Result<SpecialTokens> {
-        match self {
-            Self::Bart(m) => {
-                let c = m.config();
-                let eos = *c.eos_token_id.first().ok_or_else(|| {
-                    RagError::Mismatch("the BART config sets no eos_token_id to end contexts and answers with".into())
-                })?;
-                Ok(SpecialTokens {
-                    bos: Some(c.bos_token_id),
-                    eos,
-                    pad: c.pad_token_id,
-                    decoder_start: Some(c.decoder_start_token_id),
-                })
-            }
-            Self::Llama(m) => {
-                let c = m.config();
-                let eos = *c.eos_token_id.first().ok_or_else(|| {
-                    RagError::Mismatch("the LLaMA config sets no eos_token_id to end answers with".into())
-                })?;
-                Ok(SpecialTokens {
-                    bos: c.bos_token_id.first().copied(),
-                    eos,
-                    pad: c.pad_token_id.first().copied().unwrap_or(eos),
-                    decoder_start: None,
-                })
-            }
-        }
-    }
-
-    /// Teacher-forced logits aligned with the answers, for `contexts` (`B·K` rows, row
-    /// `b·K + z`: encoder inputs for BART, prompts for LLaMA) and `answers` (`B` target rows,
-    /// padded here to `A`): position `t` of a row predicts `answers[b][t]`.
-    pub fn answer_logits(
-        &self,
-        contexts: &[Vec<u32>],
-        answers: &[Vec<u32>],
-        special: SpecialTokens,
-    ) -> Result<AnswerLogits<B>> {
-        let b = answers.len();
-        if b == 0 || !contexts.len().is_multiple_of(b) || contexts.is_empty() {
-            return Err(RagError::Mismatch(format!(
-                "{} context rows for {b} answers: need K ≥ 1 rows per answer",
-                contexts.len()
-            )));
-        }
-        if answers.iter().any(Vec::is_empty) {
-            return Err(RagError::Mismatch("an answer has no tokens".into()));
-        }
-        let k = contexts.len() / b;
-        let device = self.device();
-        let target = Padded::new(answers, special.pad, PaddingSide::Right);
-        let a = target.len();
-        let (target_ids, target_mask) = target.tensors::<B>(&device);
-        let per_doc = |rows: &[Vec<u32>]| -> Vec<Vec<u32>> {
-            rows.iter().flat_map(|r| std::iter::repeat_n(r.clone(), k)).collect()
-        };
-        let logits = match self {
-            Self::Bart(m) => {
-                m.check_ids("contexts", contexts)?;
-                m.check_ids("answers", answers)?;
-                let start = special.decoder_start.expect("BART has a decoder start token");
-                let inputs = Padded::new(contexts, special.pad, PaddingSide::Right);
-                let (ids, mask) = inputs.tensors::<B>(&device);
-                let decoder_rows: Vec<Vec<u32>> = target
-                    .ids
-                    .iter()
-                    .map(|row| std::iter::once(start).chain(row[..a - 1].iter().copied()).collect())
-                    .collect();
-                let decoder = Padded::new(&per_doc(&decoder_rows), special.pad, PaddingSide::Right);
-                let (decoder_ids, _) = decoder.tensors::<B>(&device);
-                let encoded = m.encode(ids, mask.clone());
-                m.decode(decoder_ids, None, encoded, mask)
-            }
-            Self::Llama(m) => {
-                m.check_ids("contexts", contexts)?;
-                m.check_ids("answers", answers)?;
-                if contexts.iter().any(Vec::is_empty) {
-                    return Err(RagError::Mismatch("a prompt has no tokens".into()));
-                }
-                let prompts = Padded::new(contexts, special.pad, PaddingSide::Left);
-                let p = prompts.len();
-                let answers = per_doc(&target.ids);
-                let answer_masks = per_doc(&target.mask);
-                let join = |left: &[Vec<u32>], right: &[Vec<u32>]| -> Vec<Vec<u32>> {
-                    left.iter().zip(right).map(|(l, r)| l.iter().chain(r).copied().collect()).collect()
-                };
-                let rows = Padded { ids: join(&prompts.ids, &answers), mask: join(&prompts.mask, &answer_masks) };
-                let (ids, mask) = rows.tensors::<B>(&device);
-                m.forward(ids, mask).narrow(1, p - 1, a)
-            }
-        };
-        Ok(AnswerLogits { logits, target: target_ids, mask: target_mask.equal_elem(1) })
-    }
-}
-
-/// What [`Generator::answer_logits`] returns.
-#[derive(Debug, Clone)]
-pub struct AnswerLogits<B: Backend> {
-    /// `[B·K, A, V]`: row `b·K + z`, position `t` predicts answer `b`'s token `t`.
-    pub logits: Tensor<B, 3>,
-    /// The answers, right-padded: `[B, A]`.
-    pub target: Tensor<B, 2, Int>,
-    /// `[B, A]`: `true` on answer tokens.
-    pub mask: Tensor<B, 2, Bool>,
-}
-
-/// `log p(answer_b[t] | row b·K + z)` `[B, K, A]` of answer-aligned logits `[B·K, A, V]` and the
-/// padded answers `[B, A]` (the padding positions hold the pad token's log-prob).
-pub(crate) fn answer_token_log_probs<B: Backend>(logits: Tensor<B, 3>, target: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-    let [rows, a, _] = logits.dims();
-    let b = target.dims()[0];
-    let k = rows / b;
-    let index = target.reshape([b, 1, a]).expand([b, k, a]).reshape([rows, a, 1]);
-    log_softmax(logits, 2).gather(2, index).reshape([b, k, a])
-}
 
 /// The passages a model retrieves from: a passage store and a vector index over it, built with
 /// the model's document encoder.
@@ -350,20 +158,20 @@ impl<B: Backend> RagModel<B> {
         config: RagConfig,
     ) -> Result<Self> {
         config.validate()?;
-        match (&generator, &config.context) {
-            (Generator::Bart(_), ContextFormat::Seq2Seq { .. })
-            | (Generator::Llama(_), ContextFormat::Background { .. }) => {}
-            (g, _) => {
-                return Err(RagError::Config {
-                    path: "<RagConfig>".into(),
-                    field: "context".into(),
-                    message: format!(
-                        "a {} generator needs the {} context format",
-                        g.architecture(),
-                        if matches!(g, Generator::Bart(_)) { "seq2seq" } else { "background" }
-                    ),
-                });
-            }
+        let fits = match generator.kind() {
+            GeneratorKind::Seq2Seq => matches!(config.context, ContextFormat::Seq2Seq { .. }),
+            GeneratorKind::DecoderOnly => matches!(config.context, ContextFormat::Background { .. }),
+        };
+        if !fits {
+            return Err(RagError::Config {
+                path: "<RagConfig>".into(),
+                field: "context".into(),
+                message: format!(
+                    "a {} generator needs the {} context format",
+                    generator.architecture(),
+                    if generator.kind() == GeneratorKind::Seq2Seq { "seq2seq" } else { "background" }
+                ),
+            });
         }
         generator.special_tokens()?;
         if generator_tokenizer.vocab_size() > generator.vocab_size() {
@@ -395,7 +203,7 @@ impl<B: Backend> RagModel<B> {
     /// encoder's trainability follows `config.train_document_encoder`).
     pub fn with_config(mut self, config: RagConfig) -> Result<Self> {
         config.validate()?;
-        let decoder_only = matches!(self.generator, Generator::Llama(_));
+        let decoder_only = self.generator.kind() == GeneratorKind::DecoderOnly;
         if decoder_only != matches!(config.context, ContextFormat::Background { .. }) {
             return Err(RagError::Config {
                 path: "<RagConfig>".into(),
