@@ -36,7 +36,7 @@ impl EmbeddedWorld {
         let knowledge = setup.knowledge(&cpu_model)?;
         // Both groups train from step 0, as in `cargo xtask train`'s main stage after its reading
         // warm-up, with the learning rates it uses.
-        let groups = RECIPE.param_groups(5e-4, 2e-3, 0.01, false, false, 0);
+        let groups = RECIPE.param_groups(&rag::GroupOptions::new(5e-4, 2e-3));
         Ok(Self { setup, cpu_model, knowledge, groups })
     }
 

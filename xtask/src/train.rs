@@ -459,8 +459,12 @@ fn train<B: Backend>(args: TrainArgs, device: &B::Device, spec: DeviceSpec) -> R
         let (rlr, recipe_glr) = lrs(spec.recipe);
         let glr = args.generator_lr.or(spec.generator_lr).unwrap_or(recipe_glr);
         let fixed = spec.passages != PassageSource::Retrieved;
-        let groups =
-            spec.recipe.param_groups(rlr, glr, 0.01, train_docs && !fixed, spec.freeze_retriever || fixed, start);
+        let groups = spec.recipe.param_groups(&rag::GroupOptions {
+            train_documents: train_docs && !fixed,
+            freeze_retriever: spec.freeze_retriever || fixed,
+            retriever_start: start,
+            ..rag::GroupOptions::new(rlr, glr)
+        });
         let trainer = Trainer::new(trainer_config(spec.name, spec.steps, groups), run_dir.join(spec.name));
         let tested_docs = model.config().n_docs;
         let model = match spec.train_docs {

@@ -250,6 +250,11 @@ impl TextTokenizer {
         rag_hf::write_atomic(path, text.as_bytes()).map_err(|e| fail(e.to_string()))
     }
 
+    /// The file it was loaded from (or a `<...>` description of where it came from).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The longest sequence a batch can have (special tokens included).
     pub fn max_len(&self) -> usize {
         self.max_len

@@ -14,7 +14,7 @@ use rag_losses::hf::HfNllOptions;
 use crate::context::instruction_ids;
 use crate::decoding::{RagTokenDecoder, rag_sequence_fast, rag_sequence_thorough};
 use crate::model::{Knowledge, RagModel, Retrieval};
-use crate::{RagError, Result};
+use crate::Result;
 
 /// How answers are decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,12 +110,15 @@ impl<B: Backend> RagModel<B> {
     ) -> Result<Vec<Answer>> {
         let [b, k] = retrieval.doc_scores.dims();
         if b != questions.len() || k != self.config().n_docs || retrieval.passages.len() != b {
-            return Err(RagError::Mismatch(format!(
-                "{} questions, doc scores [{b}, {k}] and {} passage rows; the model retrieves {} passages",
-                questions.len(),
-                retrieval.passages.len(),
-                self.config().n_docs
-            )));
+            return Err(crate::error::input(
+                "retrieval",
+                format!(
+                    "{} questions, doc scores [{b}, {k}] and {} passage rows; the model retrieves {} passages",
+                    questions.len(),
+                    retrieval.passages.len(),
+                    self.config().n_docs
+                ),
+            ));
         }
         let contexts = self.context_rows(questions, &retrieval.passages)?;
         let tokens = self.decode(questions, &contexts, retrieval, mode, generation)?;
@@ -288,7 +291,10 @@ impl<B: Backend> RagModel<B> {
                 .map(|(i, question)| {
                     let n = instruction_ids(&self.config().context, self.generator_tokenizer(), question)?.len();
                     if n == 0 {
-                        return Err(RagError::Mismatch(format!("question {i} makes an empty instruction")));
+                        return Err(crate::error::input(
+                            "questions",
+                            format!("question {i} makes an empty instruction"),
+                        ));
                     }
                     Ok(n)
                 })

@@ -38,7 +38,10 @@ impl Bm25 {
             passages.push((passage.id, indexed_text(passage.title, passage.text)));
         }
         if passages.is_empty() {
-            return Err(RagError::Mismatch(format!("BM25: the store {} holds no passage", store.path().display())));
+            return Err(RagError::Corpus {
+                store: store.path().to_path_buf(),
+                message: "BM25 over a store that holds no passage".into(),
+            });
         }
         let texts: Vec<&str> = passages.iter().map(|(_, t)| t.as_str()).collect();
         let embedder = EmbedderBuilder::<u32>::with_fit_to_corpus(Language::English, &texts).build();
@@ -64,7 +67,7 @@ impl Bm25 {
     /// retriever in [`crate::evaluate`].
     pub fn recall(&self, store: &PassageStore, examples: &[QaExample], ks: &[usize]) -> Result<Vec<(usize, f64)>> {
         if examples.is_empty() {
-            return Err(RagError::Mismatch("BM25 recall needs at least one example".into()));
+            return Err(crate::error::input("examples", "BM25 recall needs at least one example"));
         }
         let deepest = ks.iter().copied().max().unwrap_or(0);
         let mut hits = vec![0usize; ks.len()];

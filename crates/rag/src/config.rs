@@ -157,7 +157,11 @@ impl std::str::FromStr for Precision {
             "f32" => Ok(Precision::F32),
             "f16" => Ok(Precision::F16),
             "bf16" => Ok(Precision::Bf16),
-            other => Err(RagError::Mismatch(format!("unknown precision `{other}`: expected f32, f16 or bf16"))),
+            other => Err(RagError::UnknownName {
+                what: "precision",
+                given: other.to_string(),
+                expected: "f32, f16 or bf16".into(),
+            }),
         }
     }
 }

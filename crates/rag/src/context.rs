@@ -6,7 +6,7 @@
 use rag_generator::{GeneratorTokenizer, SpecialTokens};
 
 use crate::config::ContextFormat;
-use crate::{RagError, Result};
+use crate::Result;
 
 /// A passage's text as retrieved.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -84,7 +84,7 @@ pub(crate) fn instruction_ids(
             encode(tokenizer, &fill(instruction, &[("{question}", question)]))
         }
         ContextFormat::Seq2Seq { .. } => {
-            Err(RagError::Mismatch("a seq2seq context has no separate instruction".into()))
+            Err(crate::error::input("context", "a seq2seq context has no separate instruction"))
         }
     }
 }

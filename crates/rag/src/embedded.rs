@@ -212,7 +212,7 @@ fn idf_weights(tokenizer: &TextTokenizer, task: &SyntheticTask) -> Result<Vec<f3
         let encoding = tokenizer
             .inner()
             .encode((p.title.as_str(), p.text.as_str()), true)
-            .map_err(|e| RagError::Mismatch(format!("retriever tokenizer on passage {}: {e}", p.id)))?;
+            .map_err(|e| crate::error::input("passages", format!("retriever tokenizer on passage {}: {e}", p.id)))?;
         let unique: std::collections::BTreeSet<u32> = encoding.get_ids().iter().copied().collect();
         for id in unique {
             df[id as usize] += 1;

@@ -49,9 +49,60 @@ pub enum RagError {
     /// The trainer failed.
     #[error(transparent)]
     Trainer(#[from] rag_trainer::TrainerError),
-    /// Parts that do not fit together (e.g. an index narrower than the encoder's vectors).
-    #[error("{0}")]
-    Mismatch(String),
+    /// An argument a function cannot take (no questions, mismatched lengths, a batch size of 0,
+    /// a question without the gold id its stage reads…); `field` names it.
+    #[error("{field}: {message}")]
+    Input {
+        /// The argument.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// A passage store and an index that were not built from the same corpus, or a store that
+    /// cannot serve (an id it lacks, no passages at all).
+    #[error("{store}: {message}")]
+    Corpus {
+        /// The passage store file.
+        store: std::path::PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Vectors of another width than the encoder makes.
+    #[error("the index holds {index}-dimensional vectors, the {encoder} makes {dim}")]
+    Dimension {
+        /// The index's width.
+        index: usize,
+        /// Which encoder.
+        encoder: &'static str,
+        /// The encoder's width.
+        dim: usize,
+    },
+    /// A tokenizer with more tokens than the model it feeds has embeddings for.
+    #[error("the {model} tokenizer {tokenizer} has {tokens} tokens, the {model} only {embeddings}")]
+    Vocabulary {
+        /// `generator` or `retriever`.
+        model: &'static str,
+        /// The tokenizer file.
+        tokenizer: std::path::PathBuf,
+        /// Its vocabulary.
+        tokens: usize,
+        /// The model's embedding rows.
+        embeddings: usize,
+    },
+    /// A name that is none of the known ones (a recipe, a precision).
+    #[error("unknown {what} `{given}`: expected {expected}")]
+    UnknownName {
+        /// What kind of name.
+        what: &'static str,
+        /// The name given.
+        given: String,
+        /// The known names.
+        expected: String,
+    },
+}
+
+pub(crate) fn input(field: &'static str, message: impl Into<String>) -> RagError {
+    RagError::Input { field, message: message.into() }
 }
 
 /// The crate's result type.

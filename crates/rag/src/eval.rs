@@ -9,7 +9,7 @@ use rag_generator::GenerationConfig;
 
 use crate::model::{Knowledge, RagModel, Retrieval};
 use crate::qa::{QaExample, exact_match, f1_score, has_answer};
-use crate::{DecodeMode, RagError, Result};
+use crate::{DecodeMode, Result};
 
 /// How to evaluate.
 #[derive(Debug, Clone)]
@@ -74,10 +74,10 @@ pub(crate) fn fixed_retrieval<B: Backend>(
                 .iter()
                 .map(|e| {
                     let id = e.gold.ok_or_else(|| {
-                        RagError::Mismatch(format!(
-                            "reading the gold passage needs a gold id; `{}` has none",
-                            e.question
-                        ))
+                        crate::error::input(
+                            "examples",
+                            format!("reading the gold passage needs a gold id; `{}` has none", e.question),
+                        )
                     })?;
                     knowledge.passage(id)
                 })
@@ -142,10 +142,10 @@ pub fn evaluate<B: Backend>(
     options: &EvalOptions,
 ) -> Result<EvalReport> {
     if examples.is_empty() || options.batch_size == 0 {
-        return Err(RagError::Mismatch("evaluation needs examples and a batch size of at least 1".into()));
+        return Err(crate::error::input("examples", "evaluation needs examples and a batch size of at least 1"));
     }
     if options.passages == PassageSource::ClosedBook && model.config().n_docs != 1 {
-        return Err(RagError::Mismatch("a closed-book evaluation needs a model with n_docs = 1".into()));
+        return Err(crate::error::input("passages", "a closed-book evaluation needs a model with n_docs = 1"));
     }
     let retrieved = options.passages == PassageSource::Retrieved;
     let deepest = options.ks.iter().copied().max().unwrap_or(0);

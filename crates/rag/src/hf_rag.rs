@@ -219,11 +219,14 @@ impl<B: Backend> HfRag<B> {
         let rows = context_input_ids.dims()[0];
         let [b, t] = labels.dims();
         if b == 0 || !rows.is_multiple_of(b) || context_attention_mask.dims() != context_input_ids.dims() {
-            return Err(RagError::Mismatch(format!(
-                "context_input_ids {:?} and context_attention_mask {:?} must be [labels rows ({b}) × n_docs, len]",
-                context_input_ids.dims(),
-                context_attention_mask.dims()
-            )));
+            return Err(crate::error::input(
+                "context_input_ids",
+                format!(
+                    "context_input_ids {:?} and context_attention_mask {:?} must be [labels rows ({b}) × n_docs, len]",
+                    context_input_ids.dims(),
+                    context_attention_mask.dims()
+                ),
+            ));
         }
         let n = rows / b;
         let decoder_input_ids = labels.reshape([b, 1, t]).expand([b, n, t]).reshape([b * n, t]);

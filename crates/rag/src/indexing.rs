@@ -45,11 +45,7 @@ fn encode_store<B: Backend>(
     mut write: impl FnMut(&mut dyn VectorIndex, &[u64], &[f32]) -> rag_index::Result<()>,
 ) -> Result<EncodeReport> {
     if index.dim() != encoder.dim() {
-        return Err(RagError::Mismatch(format!(
-            "the index holds {}-dimensional vectors, the encoder makes {}",
-            index.dim(),
-            encoder.dim()
-        )));
+        return Err(RagError::Dimension { index: index.dim(), encoder: "document encoder", dim: encoder.dim() });
     }
     let mut read_error = None;
     let passages = store.iter().map_while(|p| match p {

@@ -56,7 +56,7 @@ pub use model::{CLOSED_BOOK_ID, Knowledge, KnowledgePaths, RagModel, RagOutput, 
 pub use qa::{QaExample, exact_match, f1_score, has_answer, normalize_answer, read_qa_jsonl, write_qa_jsonl};
 pub use rag_generator::{AnswerLogits, Generator, GeneratorKind, SpecialTokens};
 pub use synthetic::{SyntheticConfig, SyntheticPassage, SyntheticTask, copy_examples};
-pub use training::{RagTask, Recipe};
+pub use training::{GroupOptions, RagTask, Recipe};
 
 pub use rag_generator;
 pub use rag_hf;

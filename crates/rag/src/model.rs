@@ -51,11 +51,11 @@ impl Knowledge {
         if id == NO_ID {
             return Ok(PassageText { id, ..PassageText::default() });
         }
-        let passage = self.store.get(id)?.ok_or_else(|| {
-            RagError::Mismatch(format!(
-                "the index returned passage {id}, which the store {} lacks: were they built from the same corpus?",
-                self.store.path().display()
-            ))
+        let passage = self.store.get(id)?.ok_or_else(|| RagError::Corpus {
+            store: self.store.path().to_path_buf(),
+            message: format!(
+                "the index returned passage {id}, which the store lacks: were they built from the same corpus?"
+            ),
         })?;
         Ok(PassageText { id, title: passage.title.to_string(), text: passage.text.to_string() })
     }
@@ -175,20 +175,21 @@ impl<B: Backend> RagModel<B> {
         }
         generator.special_tokens()?;
         if generator_tokenizer.vocab_size() > generator.vocab_size() {
-            return Err(RagError::Mismatch(format!(
-                "the generator tokenizer {} has {} tokens, the generator only {}",
-                generator_tokenizer.path().display(),
-                generator_tokenizer.vocab_size(),
-                generator.vocab_size()
-            )));
+            return Err(RagError::Vocabulary {
+                model: "generator",
+                tokenizer: generator_tokenizer.path().to_path_buf(),
+                tokens: generator_tokenizer.vocab_size(),
+                embeddings: generator.vocab_size(),
+            });
         }
         let bert = retriever.query_encoder().bert();
         if passage_tokenizer.vocab_size() > bert.vocab_size() {
-            return Err(RagError::Mismatch(format!(
-                "the retriever tokenizer has {} tokens, the query encoder only {}",
-                passage_tokenizer.vocab_size(),
-                bert.vocab_size()
-            )));
+            return Err(RagError::Vocabulary {
+                model: "retriever",
+                tokenizer: passage_tokenizer.path().to_path_buf(),
+                tokens: passage_tokenizer.vocab_size(),
+                embeddings: bert.vocab_size(),
+            });
         }
         let query_tokenizer = TextTokenizer::from_tokenizer(
             passage_tokenizer.inner().clone(),
@@ -274,7 +275,7 @@ impl<B: Backend> RagModel<B> {
     /// Query vectors `[B, d]` of questions, in the autodiff graph.
     pub fn encode_questions(&self, questions: &[&str]) -> Result<Tensor<B, 2>> {
         if questions.is_empty() {
-            return Err(RagError::Mismatch("no questions".into()));
+            return Err(crate::error::input("questions", "no questions"));
         }
         let tokens = self.query_tokenizer.encode(questions)?;
         Ok(self.retriever.encode_queries(&tokens)?)
@@ -289,10 +290,7 @@ impl<B: Backend> RagModel<B> {
         let [b, d] = query.dims();
         let k = self.config.n_docs;
         if knowledge.index.dim() != d {
-            return Err(RagError::Mismatch(format!(
-                "the index holds {}-dimensional vectors, the query encoder makes {d}",
-                knowledge.index.dim()
-            )));
+            return Err(RagError::Dimension { index: knowledge.index.dim(), encoder: "query encoder", dim: d });
         }
         let values: Vec<f32> =
             query.clone().into_data().convert::<f32>().into_vec().expect("converted to f32 just above");
@@ -357,7 +355,10 @@ impl<B: Backend> RagModel<B> {
     /// question).
     pub fn loss(&self, knowledge: &Knowledge, questions: &[&str], answers: &[&str]) -> Result<RagOutput<B>> {
         if questions.len() != answers.len() {
-            return Err(RagError::Mismatch(format!("{} questions and {} answers", questions.len(), answers.len())));
+            return Err(crate::error::input(
+                "answers",
+                format!("{} questions and {} answers", questions.len(), answers.len()),
+            ));
         }
         let retrieval = self.retrieve(knowledge, questions)?;
         self.loss_from_retrieval(questions, answers, retrieval)

@@ -23,7 +23,7 @@ use rag_index::synthetic::SplitMix64;
 use rag_index::{PassageStore, StoreBuilder};
 
 use crate::qa::QaExample;
-use crate::{RagError, Result};
+use crate::Result;
 
 /// The knobs of the generated task.
 #[derive(Debug, Clone, PartialEq)]
@@ -159,18 +159,21 @@ impl SyntheticTask {
     pub fn generate(config: &SyntheticConfig) -> Result<Self> {
         let held_out = config.dev_entities + config.test_entities;
         if config.dev_entities == 0 || config.test_entities == 0 || held_out >= config.entities {
-            return Err(RagError::Mismatch(format!(
-                "synthetic task: need dev ({}) and test ({}) entities, each at least 1, with entities to train on \
-                 ({} entities in all)",
-                config.dev_entities, config.test_entities, config.entities
-            )));
+            return Err(crate::error::input(
+                "SyntheticConfig",
+                format!(
+                    "need dev ({}) and test ({}) entities, each at least 1, with entities to train on ({} entities in \
+                     all)",
+                    config.dev_entities, config.test_entities, config.entities
+                ),
+            ));
         }
         let max_distractors = RELATIONS.iter().map(|r| r.distractors.len()).min().unwrap_or(0);
         if config.distractors > max_distractors {
-            return Err(RagError::Mismatch(format!(
-                "synthetic task: at most {max_distractors} distractors per (entity, relation), not {}",
-                config.distractors
-            )));
+            return Err(crate::error::input(
+                "SyntheticConfig",
+                format!("at most {max_distractors} distractors per (entity, relation), not {}", config.distractors),
+            ));
         }
         let mut rng = SplitMix64::new(config.seed);
         let reserved: BTreeSet<&str> = RELATIONS

@@ -70,20 +70,20 @@ impl Recipe {
         !matches!(self, Recipe::RaDitLsr)
     }
 
-    /// The parameter groups of a [`RagModel`] under this recipe: the query encoder at
-    /// `retriever_lr`, the document encoder with it when `train_documents` (else frozen), the
-    /// generator at `generator_lr`; what the recipe does not train is frozen, and so is the query
-    /// encoder when `freeze_retriever` (the ablation). The retriever's groups start at
-    /// `retriever_start` (a generator that cannot read yet makes the doc-score gradient noise).
-    pub fn param_groups(
-        self,
-        retriever_lr: f64,
-        generator_lr: f64,
-        weight_decay: f64,
-        train_documents: bool,
-        freeze_retriever: bool,
-        retriever_start: u64,
-    ) -> Vec<ParamGroup> {
+    /// The parameter groups of a [`RagModel`] under this recipe ([`GroupOptions`]): the query
+    /// encoder at `retriever_lr`, the document encoder with it when `train_documents` (else
+    /// frozen), the generator at `generator_lr`; what the recipe does not train is frozen, and so
+    /// is the query encoder when `freeze_retriever` (the ablation). The retriever's groups start
+    /// at `retriever_start` (a generator that cannot read yet makes the doc-score gradient noise).
+    pub fn param_groups(self, options: &GroupOptions) -> Vec<ParamGroup> {
+        let GroupOptions {
+            retriever_lr,
+            generator_lr,
+            weight_decay,
+            train_documents,
+            freeze_retriever,
+            retriever_start,
+        } = *options;
         let query = if self.trains_retriever() && !freeze_retriever {
             ParamGroup::new("query_encoder", &["retriever.query"], retriever_lr, weight_decay)
                 .starting_at(retriever_start)
@@ -111,7 +111,7 @@ impl FromStr for Recipe {
     fn from_str(s: &str) -> Result<Self> {
         Recipe::ALL.into_iter().find(|r| r.name() == s).ok_or_else(|| {
             let names: Vec<&str> = Recipe::ALL.iter().map(|r| r.name()).collect();
-            RagError::Mismatch(format!("unknown recipe `{s}`; the recipes are {}", names.join(", ")))
+            RagError::UnknownName { what: "recipe", given: s.to_string(), expected: names.join(", ") }
         })
     }
 }
@@ -181,6 +181,38 @@ impl<AB: AutodiffBackend> TrainTask<AB, RagModel<AB>> for RagTask {
     }
 }
 
+/// The learning rates and switches of [`Recipe::param_groups`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GroupOptions {
+    /// Peak learning rate of the query (and document) encoder.
+    pub retriever_lr: f64,
+    /// Peak learning rate of the generator.
+    pub generator_lr: f64,
+    /// AdamW's decoupled weight decay (on tensors of rank ≥ 2).
+    pub weight_decay: f64,
+    /// Train the document encoder with the query encoder.
+    pub train_documents: bool,
+    /// Freeze the query encoder whatever the recipe (the frozen-retriever ablation).
+    pub freeze_retriever: bool,
+    /// The step the retriever's groups start at.
+    pub retriever_start: u64,
+}
+
+impl GroupOptions {
+    /// The given rates, weight decay 0.01, the retriever trained from step 0 and the document
+    /// encoder frozen.
+    pub fn new(retriever_lr: f64, generator_lr: f64) -> Self {
+        Self {
+            retriever_lr,
+            generator_lr,
+            weight_decay: 0.01,
+            train_documents: false,
+            freeze_retriever: false,
+            retriever_start: 0,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,10 +224,11 @@ mod tests {
         }
         let err = "rag-tokens".parse::<Recipe>().unwrap_err().to_string();
         assert!(err.contains("rag-token, rag-sequence, ra-dit-lm, ra-dit-lsr"), "{err}");
+        let base = GroupOptions { weight_decay: 0.0, ..GroupOptions::new(1e-4, 1e-3) };
         let names = |groups: Vec<ParamGroup>| -> Vec<(String, bool, u64)> {
             groups.into_iter().map(|g| (g.name, g.frozen, g.start_step)).collect()
         };
-        let rag = names(Recipe::RagToken.param_groups(1e-4, 1e-3, 0.0, false, false, 7));
+        let rag = names(Recipe::RagToken.param_groups(&GroupOptions { retriever_start: 7, ..base }));
         assert_eq!(
             rag,
             vec![
@@ -204,11 +237,16 @@ mod tests {
                 ("generator".into(), false, 0)
             ]
         );
-        let ablation = names(Recipe::RagToken.param_groups(1e-4, 1e-3, 0.0, true, true, 7));
+        let ablation = names(Recipe::RagToken.param_groups(&GroupOptions {
+            train_documents: true,
+            freeze_retriever: true,
+            retriever_start: 7,
+            ..base
+        }));
         assert!(ablation[0].1 && ablation[1].1 && !ablation[2].1, "the ablation freezes both encoders: {ablation:?}");
-        let lsr = names(Recipe::RaDitLsr.param_groups(1e-4, 1e-3, 0.0, false, false, 0));
+        let lsr = names(Recipe::RaDitLsr.param_groups(&base));
         assert!(!lsr[0].1 && lsr[2].1, "LSR trains the query encoder against a frozen LM: {lsr:?}");
-        let lm = names(Recipe::RaDitLm.param_groups(1e-4, 1e-3, 0.0, false, false, 0));
+        let lm = names(Recipe::RaDitLm.param_groups(&base));
         assert!(lm[0].1 && !lm[2].1, "RA-DIT LM fine-tuning trains the LM only: {lm:?}");
     }
 }

@@ -37,7 +37,7 @@ fn every_passage_is_its_own_nearest_neighbour_under_its_id() {
 
     let mut narrow = FlatIndex::new(8, Metric::InnerProduct).unwrap();
     let err = index_store(&encoder, &tokenizer(), &store, &mut narrow, &options).unwrap_err();
-    assert!(matches!(err, RagError::Mismatch(_)), "{err}");
+    assert!(matches!(err, RagError::Dimension { index: 8, .. }), "{err}");
     // Indexing the same store twice: the index refuses ids it holds, naming the batch.
     let err = index_store(&encoder, &tokenizer(), &store, &mut index, &options).unwrap_err().to_string();
     assert!(err.contains("passages 100..=101"), "{err}");
