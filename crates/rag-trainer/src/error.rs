@@ -33,7 +33,9 @@ pub enum TrainerError {
     #[error(transparent)]
     Tensors(#[from] rag_hf::HfError),
     /// A trainable parameter belongs to no parameter group.
-    #[error("parameter `{0}` matches no parameter group: add a group whose prefixes cover it (an empty prefix matches all)")]
+    #[error(
+        "parameter `{0}` matches no parameter group: add a group whose prefixes cover it (an empty prefix matches all)"
+    )]
     Ungrouped(String),
     /// The loss or the gradient norm is NaN or infinite. The model was not updated; the last good
     /// checkpoint is kept.

@@ -90,7 +90,10 @@ pub fn line_plot(path: &Path, title: &str, series: &[Series]) -> Result<()> {
         for (i, (name, points)) in series.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
             chart
-                .draw_series(LineSeries::new(points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()), color.stroke_width(2)))
+                .draw_series(LineSeries::new(
+                    points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()),
+                    color.stroke_width(2),
+                ))
                 .map_err(|e| fail(e.to_string()))?
                 .label(name.as_str())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));

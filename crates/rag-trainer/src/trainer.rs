@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 use crate::data::{DataPosition, Loader, mix};
 use crate::error::io;
 use crate::log::{Metrics, MetricsLog, Record};
-use crate::optim::{AdamW, AdamWConfig, Gradients, ParamGroup, accumulate, clip_global_norm, freeze, global_norm, group_of, trainable_paths};
+use crate::optim::{
+    AdamW, AdamWConfig, Gradients, ParamGroup, accumulate, clip_global_norm, freeze, global_norm, group_of,
+    trainable_paths,
+};
 use crate::progress::Progress;
 use crate::schedule::{Decay, Schedule};
 use crate::{BoxError, Result, TrainerError};
@@ -113,7 +116,10 @@ impl TrainerConfig {
             return err("batch_size", "and grad_accumulation must be at least 1".into());
         }
         if examples < self.batch_size {
-            return err("batch_size", format!("is {} but there are only {examples} training examples", self.batch_size));
+            return err(
+                "batch_size",
+                format!("is {} but there are only {examples} training examples", self.batch_size),
+            );
         }
         if self.checkpoint_every == 0 || self.log_every == 0 {
             return err("checkpoint_every", "and log_every must be at least 1".into());
@@ -225,10 +231,11 @@ impl Trainer {
         if let Some(path) = trainable_paths(&model).into_iter().find(|p| group_of(&cfg.groups, p).is_none()) {
             return Err(TrainerError::Ungrouped(path));
         }
-        let device = model.devices().into_iter().next().ok_or(TrainerError::Config {
-            field: "model",
-            message: "has no parameters".into(),
-        })?;
+        let device = model
+            .devices()
+            .into_iter()
+            .next()
+            .ok_or(TrainerError::Config { field: "model", message: "has no parameters".into() })?;
         let mut optim = AdamW::<AB::InnerBackend>::new(cfg.adamw);
         let metrics_path = self.dir.join("metrics.jsonl");
         let checkpoint = if resume { latest_checkpoint(&self.dir)? } else { None };
@@ -269,7 +276,9 @@ impl Trainer {
                 run_task("index refresh after resume", step, || task.refresh(&model.valid()))?;
             }
         }
-        let has_eval = |log: &MetricsLog, s: u64| log.records().iter().any(|r| matches!(r, Record::Eval { step, .. } if *step == s));
+        let has_eval = |log: &MetricsLog, s: u64| {
+            log.records().iter().any(|r| matches!(r, Record::Eval { step, .. } if *step == s))
+        };
         if !has_eval(&log, step) && (step == 0 || cfg.eval_every > 0 && step % cfg.eval_every == 0) {
             self.evaluate(task, &model, step, &mut log, &progress)?;
         }
@@ -386,7 +395,14 @@ impl Trainer {
         Ok(Trained { model, summary })
     }
 
-    fn evaluate<AB, M, T>(&self, task: &mut T, model: &M, step: u64, log: &mut MetricsLog, progress: &Progress) -> Result<()>
+    fn evaluate<AB, M, T>(
+        &self,
+        task: &mut T,
+        model: &M,
+        step: u64,
+        log: &mut MetricsLog,
+        progress: &Progress,
+    ) -> Result<()>
     where
         AB: AutodiffBackend,
         M: AutodiffModule<AB>,
@@ -462,8 +478,10 @@ pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>> {
 fn read_state(dir: &Path) -> Result<TrainerState> {
     let path = dir.join("trainer.json");
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-    let state: TrainerState = serde_json::from_str(&text)
-        .map_err(|e| TrainerError::Malformed { path: path.clone(), message: format!("not a trainer checkpoint: {e}") })?;
+    let state: TrainerState = serde_json::from_str(&text).map_err(|e| TrainerError::Malformed {
+        path: path.clone(),
+        message: format!("not a trainer checkpoint: {e}"),
+    })?;
     if state.format != CHECKPOINT_FORMAT || state.version != CHECKPOINT_VERSION {
         return Err(TrainerError::Malformed {
             path,

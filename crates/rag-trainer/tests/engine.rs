@@ -138,7 +138,10 @@ fn adamw_matches_pytorch_formula_with_decoupled_decay() {
     let (mut m, mut v) = (vec![0.0; 2], vec![0.0; 2]);
     for (t, g) in grads_seq.iter().enumerate() {
         let mut grads = Gradients::<Flex>::new();
-        grads.insert("first.weight".into(), Tensor::from_data(TensorData::new(g.map(|x| x as f32).to_vec(), [2]), &device));
+        grads.insert(
+            "first.weight".into(),
+            Tensor::from_data(TensorData::new(g.map(|x| x as f32).to_vec(), [2]), &device),
+        );
         model = optim.step(model, grads, &groups, |g| g.lr).unwrap();
         let t = t as i32 + 1;
         for i in 0..2 {

@@ -11,10 +11,10 @@ use rag_generator::{
 use rag_index::NO_ID;
 use rag_losses::hf::HfNllOptions;
 
+use crate::Result;
 use crate::context::instruction_ids;
 use crate::decoding::{RagTokenDecoder, rag_sequence_fast, rag_sequence_thorough};
 use crate::model::{Knowledge, RagModel, Retrieval};
-use crate::Result;
 
 /// How answers are decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

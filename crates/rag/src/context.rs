@@ -5,8 +5,8 @@
 
 use rag_generator::{GeneratorTokenizer, SpecialTokens};
 
-use crate::config::ContextFormat;
 use crate::Result;
+use crate::config::ContextFormat;
 
 /// A passage's text as retrieved.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -22,8 +22,8 @@ use std::collections::BTreeSet;
 use rag_index::synthetic::SplitMix64;
 use rag_index::{PassageStore, StoreBuilder};
 
-use crate::qa::QaExample;
 use crate::Result;
+use crate::qa::QaExample;
 
 /// The knobs of the generated task.
 #[derive(Debug, Clone, PartialEq)]
