@@ -14,7 +14,8 @@ use rag_losses::hf::HfNllOptions;
 use crate::Result;
 use crate::context::instruction_ids;
 use crate::decoding::{RagTokenDecoder, rag_sequence_fast, rag_sequence_thorough};
-use crate::model::{Knowledge, RagModel, Retrieval};
+use crate::knowledge::{Knowledge, Retrieval};
+use crate::model::RagModel;
 
 /// How answers are decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

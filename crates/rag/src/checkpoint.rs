@@ -22,7 +22,8 @@ use rag_retriever::{BertConfig, BiEncoder, Encoder, Pooling, TextTokenizer};
 use serde::{Deserialize, Serialize};
 
 use crate::config::RagConfig;
-use crate::model::{KnowledgePaths, RagModel};
+use crate::knowledge::KnowledgePaths;
+use crate::model::RagModel;
 use crate::{RagError, Result};
 
 /// `rag.json`'s `format`.

@@ -13,7 +13,8 @@ use rag_retriever::{BertConfig, BiEncoder, EncodeOptions, Encoder, Pooling, Text
 
 use crate::config::{ContextFormat, RagConfig};
 use crate::indexing::index_store;
-use crate::model::{Knowledge, KnowledgePaths, RagModel};
+use crate::knowledge::{Knowledge, KnowledgePaths};
+use crate::model::RagModel;
 use crate::qa::write_qa_jsonl;
 use crate::synthetic::{SyntheticConfig, SyntheticTask};
 use crate::training::Recipe;

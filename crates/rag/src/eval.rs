@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use burn::tensor::backend::Backend;
 use rag_generator::GenerationConfig;
 
-use crate::model::{Knowledge, RagModel, Retrieval};
+use crate::knowledge::{Knowledge, Retrieval};
+use crate::model::RagModel;
 use crate::qa::{QaExample, exact_match, f1_score, has_answer};
 use crate::{DecodeMode, Result};
 
@@ -160,8 +161,9 @@ pub fn evaluate<B: Backend>(
             None => {
                 if deepest > 0 {
                     let query = model.encode_questions(&questions)?;
+                    let dim = query.dims()[1];
                     let values: Vec<f32> = query.into_data().convert::<f32>().into_vec().expect("converted to f32");
-                    let found = knowledge.index.search(&values, deepest)?;
+                    let found = knowledge.search(&values, dim, deepest)?;
                     for (q, example) in chunk.iter().enumerate() {
                         let first_hit = first_relevant(found.ids(q), example, |id| {
                             Ok(has_answer(&knowledge.passage(id)?.text, &example.answers))

@@ -11,7 +11,8 @@ use rag_trainer::{BoxError, Metrics, ParamGroup, TrainTask};
 
 use crate::eval::{EvalOptions, PassageSource, evaluate, fixed_retrieval};
 use crate::indexing::refresh_index;
-use crate::model::{Knowledge, RagModel};
+use crate::knowledge::Knowledge;
+use crate::model::RagModel;
 use crate::qa::QaExample;
 use crate::{RagError, RagLoss, Result};
 
