@@ -404,8 +404,8 @@ fn train<B: Backend>(args: TrainArgs, device: &B::Device, spec: DeviceSpec) -> R
     let eval_options = EvalOptions {
         batch_size: 32,
         ks: ks.to_vec(),
-        // What `RagModel::default_decode_mode` picks for the recipe's generator.
-        mode: if recipe.decoder_only() { DecodeMode::SequenceThorough } else { DecodeMode::Token },
+        // Each stage decodes its model with `RagModel::default_decode_mode` (set in `run_stage_on`).
+        mode: DecodeMode::Token,
         generation: rag::rag_generator::GenerationConfig { max_new_tokens: Some(12), ..world.generation.clone() },
         passages: PassageSource::Retrieved,
     };
@@ -434,7 +434,7 @@ fn train<B: Backend>(args: TrainArgs, device: &B::Device, spec: DeviceSpec) -> R
         let closed_book = spec.passages == PassageSource::ClosedBook;
         let knowledge = (world.knowledge_for)(&model.valid())?;
         let reads = if closed_book { PassageSource::ClosedBook } else { PassageSource::Retrieved };
-        let options = EvalOptions { passages: reads, ..eval_options.clone() };
+        let options = EvalOptions { passages: reads, mode: model.default_decode_mode(), ..eval_options.clone() };
         let test = |model: &RagModel<B>, knowledge: &Knowledge, options: &EvalOptions| -> Result<Metrics> {
             Ok(evaluate(model, knowledge, data.test, options)
                 .with_context(|| format!("evaluating stage `{}` on the test questions", spec.name))?
@@ -703,7 +703,7 @@ fn train<B: Backend>(args: TrainArgs, device: &B::Device, spec: DeviceSpec) -> R
             "steps": steps, "copy_steps": copy_steps, "read_steps": read_steps, "lm_docs": lm_docs, "batch_size": args.batch_size,
             "grad_accumulation": args.grad_accumulation, "retriever_lr": rlr, "generator_lr": glr, "n_docs": n_docs,
             "seed": args.seed, "train_doc_encoder": train_docs, "passages": world.passages,
-            "decoding": format!("{:?}", eval_options.mode),
+            "decoding": format!("{:?}", main.model.default_decode_mode()),
             "precision": format!("{:?}", args.precision).to_lowercase(),
             "train_questions": world.train.len(), "dev_questions": world.dev.len(), "test_questions": world.test.len(),
         },

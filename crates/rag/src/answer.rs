@@ -196,8 +196,7 @@ impl<B: Backend> RagModel<B> {
         let special = self.special_tokens();
         let k = self.config().n_docs;
         let b = questions.len();
-        let per_row: Vec<&str> = questions.iter().flat_map(|q| std::iter::repeat_n(*q, k)).collect();
-        let (state, prompt) = self.begin_rows(&per_row, contexts, 1, generation)?;
+        let (state, prompt) = self.begin_rows(questions, contexts, 1, generation)?;
         let beams = generation.num_beams;
         let config = GenerationConfig { num_return_sequences: beams, ..generation.clone() };
         let out = generate(self.generator(), state, &prompt, &config)?;
@@ -270,10 +269,11 @@ impl<B: Backend> RagModel<B> {
             .collect())
     }
 
-    /// The generator's decoding state over `contexts`, in groups of `group` rows per search row
-    /// (`questions` has one entry per group), and each group's search prompt: for a
-    /// decoder-only LM the instruction every prompt of the group ends with (what precedes it is
-    /// fed now); for a seq2seq one the decoder start token (`generation`'s, else the config's).
+    /// The generator's decoding state over `contexts` (each question's `K` rows in turn), in
+    /// groups of `group` rows per search row (`K`: one search row per question; 1: one per
+    /// passage), and each group's search prompt: for a decoder-only LM the instruction every
+    /// prompt of the question ends with (what precedes it is fed now); for a seq2seq one the
+    /// decoder start token (`generation`'s, else the config's).
     fn begin_rows(
         &self,
         questions: &[&str],
@@ -297,9 +297,13 @@ impl<B: Backend> RagModel<B> {
                             format!("question {i} makes an empty instruction"),
                         ));
                     }
-                    Ok(n)
+                    // Every search row of the question shares it.
+                    Ok(std::iter::repeat_n(n, self.config().n_docs / group))
                 })
-                .collect::<Result<_>>()?,
+                .collect::<Result<Vec<_>>>()?
+                .into_iter()
+                .flatten()
+                .collect(),
         };
         Ok(self.generator().begin_rows(contexts, group, &shared_suffix, special)?)
     }
