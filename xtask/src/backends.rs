@@ -247,7 +247,7 @@ impl OnBackend for Cases<'_> {
         let batch: Vec<&rag::QaExample> = self.world.train().iter().take(16).collect();
         let run = || -> Result<step::StepResult<B>> {
             let model = self.world.model::<B>(&device, rag::Precision::F32)?;
-            let mut optim = step::optimizer::<B>();
+            let mut optim = step::optimizer::<B>(self.world);
             Ok(step::step(self.world, model, &mut optim, &batch, 0)?.1)
         };
         let first = run()?.seconds;

@@ -86,7 +86,7 @@ impl OnBackend for Bench<'_> {
         let train: &[QaExample] = self.world.train();
         let mut loader = Loader::new(train.len(), self.args.batch_size, 0, DataPosition { epoch: 0, cursor: 0 });
         let mut model = self.world.model::<B>(&device, self.precision)?;
-        let mut optim = step::optimizer::<B>();
+        let mut optim = step::optimizer::<B>(self.world);
         let (mut seconds, mut examples, mut tokens, mut times, mut last_loss) = (0.0, 0usize, 0usize, Vec::new(), 0.0);
         for i in 0..self.args.warmup + self.args.steps {
             let batch: Vec<&QaExample> = loader.next_batch().into_iter().map(|j| &train[j]).collect();

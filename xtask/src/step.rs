@@ -5,26 +5,36 @@
 //! once on the CPU, so every backend starts from the same weights and searches the same index.
 
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::Result;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
 use rag::rag_hf::copy_module;
-use rag::rag_trainer::{AdamW, AdamWConfig, Gradients, ParamGroup, accumulate, clip_global_norm, mix};
-use rag::{EmbeddedConfig, EmbeddedSetup, Knowledge, Precision, QaExample, RagConfig, RagModel, Recipe};
+use rag::rag_retriever::EncodeOptions;
+use rag::rag_trainer::{AdamW, Decay, Gradients, Trainer, TrainerConfig};
+use rag::{
+    EmbeddedConfig, EmbeddedSetup, EvalOptions, PassageSource, Precision, QaExample, RagConfig, RagModel, RagTask,
+    Recipe,
+};
 
 /// The recipe the step trains.
 pub const RECIPE: Recipe = Recipe::RagToken;
 /// The seed of the initial weights.
 const SEED: u64 = 0;
 
-/// The embedded default's data, CPU model and index, made once per process.
+/// The embedded default's data, CPU model, and the training task over its index, made once per
+/// process.
 pub struct EmbeddedWorld {
     pub setup: EmbeddedSetup,
     pub cpu_model: RagModel<Flex>,
-    pub knowledge: Knowledge,
-    pub groups: Vec<ParamGroup>,
+    /// The task `cargo xtask train` trains (retrieved passages), over the CPU model's index;
+    /// backends take turns with it.
+    task: Mutex<RagTask>,
+    /// The trainer whose step is measured: both groups from step 0 at the main stage's learning
+    /// rates (as after its reading warm-up), clipping at 1.0, no warm-up or decay.
+    trainer: Trainer,
 }
 
 impl EmbeddedWorld {
@@ -34,10 +44,32 @@ impl EmbeddedWorld {
         let n_docs = setup.config.n_docs;
         let cpu_model: RagModel<Flex> = setup.model(RECIPE, n_docs, SEED, &Default::default())?;
         let knowledge = setup.knowledge(&cpu_model)?;
-        // Both groups train from step 0, as in `cargo xtask train`'s main stage after its reading
-        // warm-up, with the learning rates it uses.
-        let groups = RECIPE.param_groups(&rag::GroupOptions::new(5e-4, 2e-3));
-        Ok(Self { setup, cpu_model, knowledge, groups })
+        let task = RagTask {
+            knowledge,
+            eval: Vec::new(),
+            // The step never evaluates.
+            eval_options: EvalOptions {
+                batch_size: 32,
+                ks: vec![1],
+                mode: rag::DecodeMode::Token,
+                generation: Default::default(),
+                passages: PassageSource::Retrieved,
+            },
+            passages: PassageSource::Retrieved,
+            refresh: EncodeOptions::default(),
+        };
+        let (_, rlr, glr) = rag::experiment::recipe_defaults(RECIPE);
+        let config = TrainerConfig {
+            groups: RECIPE.param_groups(&rag::GroupOptions::new(rlr, glr)),
+            decay: Decay::Constant,
+            warmup_steps: 0,
+            max_grad_norm: Some(1.0),
+            seed: SEED,
+            progress: false,
+            ..TrainerConfig::default()
+        };
+        let trainer = Trainer::new(config, dir.join("unused-run-dir"));
+        Ok(Self { setup, cpu_model, task: Mutex::new(task), trainer })
     }
 
     /// The CPU model's weights on backend `B`'s `device`, ready to train, its generator's
@@ -46,7 +78,7 @@ impl EmbeddedWorld {
         let skeleton: RagModel<Autodiff<B>> = self.setup.model(RECIPE, self.setup.config.n_docs, SEED, device)?;
         let model = copy_module(&self.cpu_model, skeleton)?;
         let config = RagConfig { generator_precision: precision, ..model.config().clone() };
-        Ok(model.with_config(config)?)
+        Ok(self.trainer.prepare(model.with_config(config)?)?)
     }
 
     /// The training questions.
@@ -68,7 +100,9 @@ pub struct StepResult<B: Backend> {
     pub tokens: usize,
 }
 
-/// One AdamW step of `model` on `batch`: loss, backward, global clipping at 1.0, update.
+/// One step of `model` on `batch` at step index `step`: the trainer's own
+/// ([`Trainer::gradients`], then [`Trainer::apply`]: loss, backward, global clipping at 1.0,
+/// AdamW), with the gradients kept before clipping.
 pub fn step<B: Backend>(
     world: &EmbeddedWorld,
     model: RagModel<Autodiff<B>>,
@@ -77,31 +111,30 @@ pub fn step<B: Backend>(
     step: u64,
 ) -> Result<(RagModel<Autodiff<B>>, StepResult<B>)> {
     let device = model.generator().device();
+    let mut task = world.task.lock().expect("a step panicked with the task");
+    let batches = [batch.to_vec()];
+    // What the step's generator reads: the passages the model retrieves before its update
+    // (untimed).
     let questions: Vec<&str> = batch.iter().map(|e| e.question.as_str()).collect();
-    let answers: Vec<&str> = batch.iter().map(|e| e.answers[0].as_str()).collect();
-    <Autodiff<B> as Backend>::seed(&device, mix(&[SEED, step]));
+    let retrieval = model.retrieve(&task.knowledge, &questions)?;
+    let rows = model.context_rows(&questions, &retrieval.passages)?;
+    let mut tokens: usize = rows.iter().map(Vec::len).sum();
+    for (example, passages) in batch.iter().zip(&retrieval.passages) {
+        tokens += model.answer_ids(&example.answers[0])?.len() * passages.len();
+    }
     let started = Instant::now();
-    let output = model.loss(&world.knowledge, &questions, &answers)?;
-    let loss = rag_parity::values(output.loss.clone())[0];
-    let mut grads = Gradients::new();
-    accumulate(&model, &output.loss.backward(), &mut grads);
+    let (grads, losses) = world.trainer.gradients(&model, &mut *task, &batches, step)?;
     let kept = grads.clone();
-    clip_global_norm(&mut grads, 1.0);
-    let model = optim.step(model, grads, &world.groups, |g| g.lr_at(step, 1.0, 0))?;
+    let (model, _norm, _lr) = world.trainer.apply(model, optim, grads, step)?;
     sync::<B>(&device);
     let seconds = started.elapsed().as_secs_f64();
 
-    let rows = model.context_rows(&questions, &output.retrieval.passages)?;
-    let mut tokens: usize = rows.iter().map(Vec::len).sum();
-    for (answer, passages) in answers.iter().zip(&output.retrieval.passages) {
-        tokens += model.answer_ids(answer)?.len() * passages.len();
-    }
-    Ok((model, StepResult { loss, grads: kept, seconds, tokens }))
+    Ok((model, StepResult { loss: losses[0], grads: kept, seconds, tokens }))
 }
 
 /// A fresh optimizer for [`step`].
-pub fn optimizer<B: Backend>() -> AdamW<B> {
-    AdamW::new(AdamWConfig::default())
+pub fn optimizer<B: Backend>(world: &EmbeddedWorld) -> AdamW<B> {
+    world.trainer.optimizer()
 }
 
 /// Waits for the device's queued work (GPU backends run asynchronously).

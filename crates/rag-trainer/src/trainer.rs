@@ -162,6 +162,19 @@ pub struct TrainSummary {
     pub plots: Vec<PathBuf>,
 }
 
+/// What one optimizer step did ([`Trainer::step`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepOutcome {
+    /// Each micro-batch's mean loss.
+    pub losses: Vec<f64>,
+    /// The global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// The learning rate of each trained group at this step.
+    pub lr: BTreeMap<String, f64>,
+    /// Training examples of the step.
+    pub examples: usize,
+}
+
 /// A trained model and its summary.
 #[derive(Debug)]
 pub struct Trained<M> {
@@ -227,16 +240,13 @@ impl Trainer {
         let cfg = &self.config;
         cfg.validate(examples.len())?;
         std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
-        let mut model = freeze(model, &cfg.groups);
-        if let Some(path) = trainable_paths(&model).into_iter().find(|p| group_of(&cfg.groups, p).is_none()) {
-            return Err(TrainerError::Ungrouped(path));
-        }
+        let mut model = self.prepare(model)?;
         let device = model
             .devices()
             .into_iter()
             .next()
             .ok_or(TrainerError::Config { field: "model", message: "has no parameters".into() })?;
-        let mut optim = AdamW::<AB::InnerBackend>::new(cfg.adamw);
+        let mut optim = self.optimizer::<AB::InnerBackend>();
         let metrics_path = self.dir.join("metrics.jsonl");
         let checkpoint = if resume { latest_checkpoint(&self.dir)? } else { None };
         let (mut step, position, mut train_seconds, mut seen, mut log, window) = match &checkpoint {
@@ -283,7 +293,6 @@ impl Trainer {
             self.evaluate(task, &model, step, &mut log, &progress)?;
         }
 
-        let schedule = cfg.schedule();
         let (mut window_loss, mut window_batches, mut window_examples) = (window.0, window.1, 0u64);
         let mut window_start = Instant::now();
         let mut last_loss = None;
@@ -292,39 +301,22 @@ impl Trainer {
                 run_task("index refresh", step, || task.refresh(&model.valid()))?;
             }
             let started = Instant::now();
-            let mut grads: Gradients<AB::InnerBackend> = Gradients::new();
-            for micro in 0..cfg.grad_accumulation {
-                let batch: Vec<&T::Item> = loader.next_batch().into_iter().map(|i| &examples[i]).collect();
-                AB::seed(&device, mix(&[cfg.seed, step, micro as u64]));
-                let loss = run_task("loss", step, || task.loss(&model, &batch))?;
-                let value = scalar(&loss);
-                if !value.is_finite() {
-                    return Err(non_finite(step, "loss", value, &last_checkpoint));
-                }
-                accumulate(&model, &loss.backward(), &mut grads);
-                window_loss += value;
-                window_batches += 1;
-                window_examples += batch.len() as u64;
-                seen += batch.len() as u64;
-            }
-            if cfg.grad_accumulation > 1 {
-                let scale = 1.0 / cfg.grad_accumulation as f64;
-                for g in grads.values_mut() {
-                    *g = g.clone().mul_scalar(scale);
-                }
-            }
-            let norm = match cfg.max_grad_norm {
-                Some(max) => clip_global_norm(&mut grads, max),
-                None => global_norm(&grads),
+            let batches: Vec<Vec<&T::Item>> = (0..cfg.grad_accumulation)
+                .map(|_| loader.next_batch().into_iter().map(|i| &examples[i]).collect())
+                .collect();
+            let with_checkpoint = |e: TrainerError| match e {
+                TrainerError::NonFinite { step, what, value, .. } => non_finite(step, what, value, &last_checkpoint),
+                e => e,
             };
-            if !norm.is_finite() {
-                return Err(non_finite(step, "gradient norm", norm, &last_checkpoint));
+            let (next, outcome) = self.step(model, &mut optim, task, &batches, step).map_err(with_checkpoint)?;
+            model = next;
+            for loss in &outcome.losses {
+                window_loss += loss;
+                window_batches += 1;
             }
-            let factor = schedule.factor(step);
-            let lr_of = |g: &ParamGroup| g.lr_at(step, factor, cfg.warmup_steps);
-            model = optim.step(model, grads, &cfg.groups, lr_of)?;
-            let lr: BTreeMap<String, f64> =
-                cfg.groups.iter().filter(|g| !g.frozen).map(|g| (g.name.clone(), lr_of(g))).collect();
+            window_examples += outcome.examples as u64;
+            seen += outcome.examples as u64;
+            let (norm, lr) = (outcome.grad_norm, outcome.lr);
             step += 1;
             train_seconds += started.elapsed().as_secs_f64();
 
@@ -393,6 +385,112 @@ impl Trainer {
             plots,
         };
         Ok(Trained { model, summary })
+    }
+
+    /// A fresh optimizer with the configured AdamW constants, for [`Trainer::step`].
+    pub fn optimizer<B: Backend>(&self) -> AdamW<B> {
+        AdamW::new(self.config.adamw)
+    }
+
+    /// `model` made ready for [`Trainer::step`], as [`Trainer::fit`] makes it: the frozen
+    /// groups' parameters stop requiring gradients, and a trainable parameter outside every
+    /// group is an error.
+    pub fn prepare<AB: AutodiffBackend, M: AutodiffModule<AB>>(&self, model: M) -> Result<M> {
+        let model = freeze(model, &self.config.groups);
+        match trainable_paths(&model).into_iter().find(|p| group_of(&self.config.groups, p).is_none()) {
+            Some(path) => Err(TrainerError::Ungrouped(path)),
+            None => Ok(model),
+        }
+    }
+
+    /// One optimizer step exactly as [`Trainer::fit`] takes it at step index `step`: the
+    /// gradients of `micro_batches` ([`Trainer::gradients`]), then the update
+    /// ([`Trainer::apply`]). `model` comes from [`Trainer::prepare`].
+    pub fn step<AB, M, T>(
+        &self,
+        model: M,
+        optim: &mut AdamW<AB::InnerBackend>,
+        task: &mut T,
+        micro_batches: &[Vec<&T::Item>],
+        step: u64,
+    ) -> Result<(M, StepOutcome)>
+    where
+        AB: AutodiffBackend,
+        M: AutodiffModule<AB>,
+        T: TrainTask<AB, M>,
+    {
+        let (grads, losses) = self.gradients(&model, task, micro_batches, step)?;
+        let (model, grad_norm, lr) = self.apply(model, optim, grads, step)?;
+        let examples = micro_batches.iter().map(Vec::len).sum();
+        Ok((model, StepOutcome { losses, grad_norm, lr, examples }))
+    }
+
+    /// The gradients of one optimizer step, before clipping: for each micro-batch, the backend
+    /// seeded from `(seed, step, micro-batch)` (dropout), the task's loss and its backward pass;
+    /// the micro-batches' gradients averaged. Also each micro-batch's loss; a non-finite one is
+    /// an error ([`TrainerError::NonFinite`], its checkpoint `none`).
+    pub fn gradients<AB, M, T>(
+        &self,
+        model: &M,
+        task: &mut T,
+        micro_batches: &[Vec<&T::Item>],
+        step: u64,
+    ) -> Result<(Gradients<AB::InnerBackend>, Vec<f64>)>
+    where
+        AB: AutodiffBackend,
+        M: AutodiffModule<AB>,
+        T: TrainTask<AB, M>,
+    {
+        let device = model
+            .devices()
+            .into_iter()
+            .next()
+            .ok_or(TrainerError::Config { field: "model", message: "has no parameters".into() })?;
+        let mut grads: Gradients<AB::InnerBackend> = Gradients::new();
+        let mut losses = Vec::with_capacity(micro_batches.len());
+        for (micro, batch) in micro_batches.iter().enumerate() {
+            AB::seed(&device, mix(&[self.config.seed, step, micro as u64]));
+            let loss = run_task("loss", step, || task.loss(model, batch))?;
+            let value = scalar(&loss);
+            if !value.is_finite() {
+                return Err(non_finite(step, "loss", value, &None));
+            }
+            accumulate(model, &loss.backward(), &mut grads);
+            losses.push(value);
+        }
+        if micro_batches.len() > 1 {
+            let scale = 1.0 / micro_batches.len() as f64;
+            for g in grads.values_mut() {
+                *g = g.clone().mul_scalar(scale);
+            }
+        }
+        Ok((grads, losses))
+    }
+
+    /// The update of one optimizer step from its unclipped gradients: global-norm clipping at
+    /// [`TrainerConfig::max_grad_norm`], then AdamW at each group's scheduled learning rate for
+    /// step `step`. Returns the model, the gradient norm before clipping (a non-finite one is an
+    /// error) and the learning rate of each trained group.
+    pub fn apply<B: AutodiffBackend, M: AutodiffModule<B>>(
+        &self,
+        model: M,
+        optim: &mut AdamW<B::InnerBackend>,
+        mut grads: Gradients<B::InnerBackend>,
+        step: u64,
+    ) -> Result<(M, f64, BTreeMap<String, f64>)> {
+        let cfg = &self.config;
+        let norm = match cfg.max_grad_norm {
+            Some(max) => clip_global_norm(&mut grads, max),
+            None => global_norm(&grads),
+        };
+        if !norm.is_finite() {
+            return Err(non_finite(step, "gradient norm", norm, &None));
+        }
+        let factor = cfg.schedule().factor(step);
+        let lr_of = |g: &ParamGroup| g.lr_at(step, factor, cfg.warmup_steps);
+        let model = optim.step(model, grads, &cfg.groups, lr_of)?;
+        let lr = cfg.groups.iter().filter(|g| !g.frozen).map(|g| (g.name.clone(), lr_of(g))).collect();
+        Ok((model, norm, lr))
     }
 
     fn evaluate<AB, M, T>(

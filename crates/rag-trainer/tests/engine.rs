@@ -191,6 +191,35 @@ fn accumulating_two_half_batches_equals_one_full_batch() {
 }
 
 #[test]
+fn the_public_step_is_the_step_fit_takes() {
+    // What `bench-train` and `backends` time: `prepare` then `step` on the batches the loader
+    // draws, with the optimizer `optimizer` makes, must end bit for bit where `fit` does.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrainerConfig { grad_accumulation: 2, eval_every: 0, ..config(7) };
+    let fitted = Trainer::new(cfg.clone(), dir.path().join("fit")).fit(mlp(), &mut Regression::new(), &points(), false);
+    let fitted = fitted.unwrap();
+    let trainer = Trainer::new(cfg.clone(), dir.path().join("unused"));
+    let (mut model, mut optim) = (trainer.prepare(mlp()).unwrap(), trainer.optimizer());
+    let all = points();
+    let start = rag_trainer::DataPosition { epoch: 0, cursor: 0 };
+    let mut loader = rag_trainer::Loader::new(all.len(), cfg.batch_size, cfg.seed, start);
+    let mut task = Regression::new();
+    let mut last = None;
+    for step in 0..cfg.steps {
+        let batches: Vec<Vec<&[f32; 2]>> =
+            (0..2).map(|_| loader.next_batch().into_iter().map(|i| &all[i]).collect()).collect();
+        let (next, outcome) = trainer.step(model, &mut optim, &mut task, &batches, step).unwrap();
+        assert_eq!((outcome.losses.len(), outcome.examples), (2, 2 * cfg.batch_size));
+        assert!(outcome.grad_norm.is_finite() && outcome.lr.len() == 2, "{outcome:?}");
+        (model, last) = (next, Some(outcome));
+    }
+    assert_eq!(params(&model), params(&fitted.model));
+    let lr = &last.unwrap().lr;
+    let factor = cfg.schedule().factor(cfg.steps - 1);
+    assert!((lr["first"] - 3e-2 * factor).abs() < 1e-12, "{lr:?}");
+}
+
+#[test]
 fn groups_get_their_learning_rates_and_frozen_groups_stay_put() {
     let dir = tempfile::tempdir().unwrap();
     let before = mlp().valid();

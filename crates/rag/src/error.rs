@@ -99,10 +99,30 @@ pub enum RagError {
         /// The known names.
         expected: String,
     },
+    /// A failure inside a named part of a larger job (a stage of an experiment, its test
+    /// evaluation, saving its model).
+    #[error("{context}: {source}")]
+    Context {
+        /// Where it happened.
+        context: String,
+        /// The failure.
+        source: Box<RagError>,
+    },
 }
 
 pub(crate) fn input(field: &'static str, message: impl Into<String>) -> RagError {
     RagError::Input { field, message: message.into() }
+}
+
+/// Names the part of a larger job an error happened in ([`RagError::Context`]).
+pub(crate) trait WithContext<T> {
+    fn within(self, context: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T, E: Into<RagError>> WithContext<T> for std::result::Result<T, E> {
+    fn within(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| RagError::Context { context: context(), source: Box::new(e.into()) })
+    }
 }
 
 /// The crate's result type.

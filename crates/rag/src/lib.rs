@@ -22,6 +22,9 @@
 //!   [`Knowledge`]; [`evaluate`] (recall@k, exact match, F1; retrieved, closed-book or gold
 //!   passages) and the [`Bm25`] baseline; [`QaExample`] files
 //!   ([`read_qa_jsonl`]); the embedded task ([`SyntheticTask`], [`EmbeddedSetup`]).
+//! - [`experiment`]: a whole run (warm-ups, the recipe, the ablation and baselines) from an
+//!   [`experiment::ExperimentConfig`] to a typed [`experiment::RunReport`]; what `cargo xtask
+//!   train` calls.
 //!
 //! It picks no backend: the leaf (xtask, benches, tests) does.
 
@@ -34,6 +37,7 @@ mod decoding;
 mod embedded;
 mod error;
 mod eval;
+pub mod experiment;
 mod hf_rag;
 mod indexing;
 mod knowledge;

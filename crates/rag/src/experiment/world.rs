@@ -1,0 +1,169 @@
+//! What an experiment trains on: the embedded task, or the user's files and pretrained models.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use burn::tensor::DType;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use rag_generator::{GenerationConfig, GeneratorTokenizer};
+use rag_index::{FlatIndex, IngestOptions, Metric, PassageStore, StoreBuilder};
+use rag_retriever::{BiEncoder, EncodeOptions, Encoder, EncoderOptions, TextTokenizer};
+
+use super::{ExperimentConfig, ExperimentData};
+use crate::error::{WithContext, input};
+use crate::{
+    ContextFormat, EmbeddedConfig, EmbeddedSetup, Generator, GeneratorKind, Knowledge, QaExample, RagConfig, RagModel,
+    Recipe, Result, SyntheticConfig, index_store, read_qa_jsonl,
+};
+
+/// Builds a fresh model for a recipe with `n_docs` passages.
+type Builder<B> = Box<dyn Fn(Recipe, usize) -> Result<RagModel<B>> + Send + Sync>;
+/// Encodes the corpus with a model's document encoder.
+type KnowledgeFor<B> = Box<dyn Fn(&RagModel<B>) -> Result<Knowledge> + Send + Sync>;
+
+/// What a run trains on: data, a way to build fresh models, and the knowledge for a model (each
+/// stage encodes the corpus with its own model; nothing is encoded before that).
+pub(super) struct World<AB: AutodiffBackend> {
+    pub train: Vec<QaExample>,
+    /// Evaluated during training (choosing settings).
+    pub dev: Vec<QaExample>,
+    /// Reported (the embedded task's test entities; your `--dev` file otherwise).
+    pub test: Vec<QaExample>,
+    pub store_path: PathBuf,
+    /// Passages in the store.
+    pub passages: usize,
+    /// Search options from the generator's config.
+    pub generation: GenerationConfig,
+    pub build: Builder<AB>,
+    pub knowledge_for: KnowledgeFor<AB::InnerBackend>,
+}
+
+impl<AB: AutodiffBackend> World<AB> {
+    /// The world of `config.data`; models are initialized on backend `I` (embedded task).
+    pub fn new<I: Backend>(config: &ExperimentConfig, device: &AB::Device) -> Result<Self> {
+        match &config.data {
+            ExperimentData::Embedded { entities } => embedded::<AB, I>(config, *entities, device),
+            ExperimentData::Files(_) => files(config, device),
+        }
+    }
+}
+
+fn embedded<AB: AutodiffBackend, I: Backend>(
+    config: &ExperimentConfig,
+    entities: usize,
+    device: &AB::Device,
+) -> Result<World<AB>> {
+    let task = EmbeddedConfig { task: SyntheticConfig::with_entities(entities), ..EmbeddedConfig::default() };
+    let setup = Arc::new(EmbeddedSetup::create(task, &config.run_dir.join("data"))?);
+    let seed = config.seed;
+    let device = device.clone();
+    let (s2, s3) = (setup.clone(), setup.clone());
+    let (mut dev, mut test) = (setup.task.dev.clone(), setup.task.test.clone());
+    if let Some(limit) = config.eval_limit {
+        dev.truncate(limit);
+        test.truncate(limit);
+    }
+    let probe: RagModel<I> = setup.model(config.recipe, config.n_docs.unwrap_or(3), seed, &Default::default())?;
+    Ok(World {
+        train: setup.task.train.clone(),
+        dev,
+        test,
+        store_path: setup.store.clone(),
+        passages: setup.task.passages.len(),
+        generation: probe.generator().generation_config(),
+        // Initialized on `I` and copied: every backend starts from the same weights.
+        build: Box::new(move |r, k| {
+            let init: RagModel<I> = s2.model(r, k, seed, &Default::default())?;
+            Ok(rag_hf::copy_module(&init, s2.model::<AB>(r, k, seed, &device)?)?)
+        }),
+        knowledge_for: Box::new(move |m| s3.knowledge(m)),
+    })
+}
+
+fn files<AB: AutodiffBackend>(config: &ExperimentConfig, device: &AB::Device) -> Result<World<AB>> {
+    let ExperimentData::Files(files) = &config.data else { unreachable!("called for files") };
+    for (field, path) in [("corpus", &files.corpus), ("train", &files.train), ("dev", &files.dev)] {
+        if !path.is_file() {
+            return Err(input(field, format!("{}: no such file", path.display())));
+        }
+    }
+    // The data first: a bad line fails in a second, before any model is read.
+    let train = read_qa_jsonl(&files.train)?;
+    let mut eval = read_qa_jsonl(&files.dev)?;
+    for (field, path) in [("retriever", &files.retriever), ("generator", &files.generator)] {
+        if !path.join("config.json").is_file() || !path.join("tokenizer.json").is_file() {
+            return Err(input(
+                field,
+                format!("{}: not a HF model directory with config.json and tokenizer.json", path.display()),
+            ));
+        }
+    }
+    if let Some(limit) = config.eval_limit {
+        eval.truncate(limit);
+    }
+    let store_path = config.run_dir.join("corpus.store");
+    let mut builder = StoreBuilder::create(&store_path)?;
+    builder
+        .ingest(&files.corpus, &IngestOptions::default())
+        .within(|| format!("ingesting {}", files.corpus.display()))?;
+    let passages = builder.finish()?.len();
+    let parts = Arc::new(Parts {
+        tokenizer: TextTokenizer::from_file(files.retriever.join("tokenizer.json"), Some(256))?,
+        gen_tokenizer: GeneratorTokenizer::from_file(files.generator.join("tokenizer.json"))?,
+        retriever: files.retriever.clone(),
+        generator: files.generator.clone(),
+    });
+    // A probe on the training backend's inner side: only its generation config is read.
+    let probe: RagModel<AB::InnerBackend> = parts.build(device, config.recipe, config.n_docs.unwrap_or(5))?;
+    let store_for = store_path.clone();
+    let knowledge_for = move |m: &RagModel<AB::InnerBackend>| -> Result<Knowledge> {
+        let store = PassageStore::open(&store_for)?;
+        let mut index = FlatIndex::new(m.retriever().dim(), Metric::InnerProduct)?;
+        let options = EncodeOptions { batch_size: 32, with_titles: true, progress: true };
+        index_store(m.retriever().document_encoder(), m.passage_tokenizer(), &store, &mut index, &options)?;
+        Ok(Knowledge { store, index: Box::new(index) })
+    };
+    let device = device.clone();
+    Ok(World {
+        train,
+        dev: eval.clone(),
+        test: eval,
+        store_path,
+        passages,
+        generation: probe.generator().generation_config(),
+        build: Box::new(move |r, k| parts.build(&device, r, k)),
+        knowledge_for: Box::new(knowledge_for),
+    })
+}
+
+/// The user's pretrained models and tokenizers.
+struct Parts {
+    tokenizer: TextTokenizer,
+    gen_tokenizer: GeneratorTokenizer,
+    retriever: PathBuf,
+    generator: PathBuf,
+}
+
+impl Parts {
+    /// A model from the files: the retriever as both encoders, the generator with dropout 0.1.
+    fn build<B: Backend>(&self, device: &B::Device, recipe: Recipe, n_docs: usize) -> Result<RagModel<B>> {
+        let encoder = Encoder::<B>::from_pretrained(&self.retriever, &EncoderOptions::default(), device, DType::F32)?;
+        let bi = BiEncoder::separate(encoder.clone(), encoder)?;
+        let generator = Generator::<B>::from_pretrained(&self.generator, 0.1, device, DType::F32)?;
+        let decoder_only = generator.kind() == GeneratorKind::DecoderOnly;
+        if recipe.decoder_only() != decoder_only {
+            return Err(input(
+                "generator",
+                format!(
+                    "recipe {recipe} needs a {} generator, and `{}` is {}",
+                    if recipe.decoder_only() { "decoder-only (LLaMA-family)" } else { "seq2seq (BART)" },
+                    generator.architecture(),
+                    if decoder_only { "decoder-only" } else { "seq2seq" }
+                ),
+            ));
+        }
+        let context = if decoder_only { ContextFormat::ra_dit() } else { ContextFormat::hf() };
+        let config = RagConfig { n_docs, loss: recipe.loss(), context, ..RagConfig::default() };
+        RagModel::new(bi, generator, self.tokenizer.clone(), self.gen_tokenizer.clone(), config)
+    }
+}
