@@ -13,13 +13,15 @@
 //! - Encoder padding is masked on keys in encoder self-attention and decoder cross-attention;
 //!   decoder padding (teacher forcing) on keys in decoder self-attention, with the causal mask.
 //!
-//! Field names follow the checkpoint so [`Bart::load`] reads like HF's module tree.
+//! Field names follow the checkpoint so [`Bart::new`] reads like HF's module tree; it builds the
+//! model from a checkpoint ([`Bart::load`]) or from scratch ([`Bart::init`]) through one
+//! [`Weights`].
 
 use burn::module::{Module, Param};
-use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, LayerNormConfig, Linear};
+use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, DType, Int, Tensor};
-use rag_hf::{Activation, Loader, init_embedding, init_linear};
+use rag_hf::{Activation, Loader, Weights};
 
 use crate::attention::{KvCache, attend, causal, key_padding, split_heads};
 use crate::config::{BartConfig, ConfigFile};
@@ -45,12 +47,7 @@ pub struct BartAttention<B: Backend> {
 }
 
 impl<B: Backend> BartAttention<B> {
-    fn init(d: usize, heads: usize, std: f64, device: &B::Device) -> Self {
-        let linear = || init_linear(d, d, true, std, device);
-        Self { q_proj: linear(), k_proj: linear(), v_proj: linear(), out_proj: linear(), heads }
-    }
-
-    fn load(at: &Loader<'_, B>, d: usize, heads: usize) -> Result<Self> {
+    fn new(at: &Weights<'_, B>, d: usize, heads: usize) -> Result<Self> {
         Ok(Self {
             q_proj: at.linear("q_proj", d, d, true)?,
             k_proj: at.linear("k_proj", d, d, true)?,
@@ -81,6 +78,16 @@ struct FeedForward<B: Backend> {
 }
 
 impl<B: Backend> FeedForward<B> {
+    fn new(at: &Weights<'_, B>, config: &BartConfig, width: usize, dropout_prob: f64) -> Result<Self> {
+        let d = config.d_model;
+        Ok(Self {
+            fc1: at.linear("fc1", d, width, true)?,
+            fc2: at.linear("fc2", width, d, true)?,
+            activation: config.activation_function,
+            activation_dropout: dropout(config.activation_dropout.min(dropout_prob)),
+        })
+    }
+
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         self.fc2.forward(self.activation_dropout.forward(self.activation.apply(self.fc1.forward(x))))
     }
@@ -117,6 +124,25 @@ pub struct BartStack<B: Backend, L: Module<B>> {
     dropout: Dropout,
 }
 
+impl<B: Backend, L: Module<B>> BartStack<B, L> {
+    /// One side's positions, embedding LayerNorm and `n` layers (`layers.N`, built by `layer`).
+    fn new(
+        at: &Weights<'_, B>,
+        positions: usize,
+        d: usize,
+        n: usize,
+        dropout_prob: f64,
+        layer: impl Fn(&Weights<'_, B>) -> Result<L>,
+    ) -> Result<Self> {
+        Ok(Self {
+            embed_positions: at.embedding("embed_positions", positions, d)?,
+            layernorm_embedding: at.layer_norm("layernorm_embedding", d, LAYER_NORM_EPS)?,
+            layers: (0..n).map(|i| layer(&at.push("layers").push(&i.to_string()))).collect::<Result<_>>()?,
+            dropout: dropout(dropout_prob),
+        })
+    }
+}
+
 /// `BartForConditionalGeneration`: shared embeddings, encoder, decoder and the LM head.
 #[derive(Module, Debug)]
 pub struct Bart<B: Backend> {
@@ -145,6 +171,60 @@ pub struct BartBatch<B: Backend> {
     pub decoder_attention_mask: Option<Tensor<B, 2, Int>>,
 }
 
+impl<B: Backend> BartEncoderLayer<B> {
+    fn new(at: &Weights<'_, B>, config: &BartConfig, dropout_prob: f64) -> Result<Self> {
+        let d = config.d_model;
+        Ok(Self {
+            self_attn: BartAttention::new(&at.push("self_attn"), d, config.encoder_attention_heads)?,
+            self_attn_layer_norm: at.layer_norm("self_attn_layer_norm", d, LAYER_NORM_EPS)?,
+            ffn: FeedForward::new(at, config, config.encoder_ffn_dim, dropout_prob)?,
+            final_layer_norm: at.layer_norm("final_layer_norm", d, LAYER_NORM_EPS)?,
+            dropout: dropout(dropout_prob),
+        })
+    }
+
+    /// `x = LN(x + attn(x))`, then `x = LN(x + ffn(x))`; `masked` hides padded keys.
+    fn forward(&self, x: Tensor<B, 3>, masked: Tensor<B, 4, Bool>) -> Tensor<B, 3> {
+        let attended = self.self_attn.forward(x.clone(), self.self_attn.keys_values(x.clone()), masked);
+        let x = self.self_attn_layer_norm.forward(x + self.dropout.forward(attended));
+        let hidden = self.dropout.forward(self.ffn.forward(x.clone()));
+        self.final_layer_norm.forward(x + hidden)
+    }
+}
+
+impl<B: Backend> BartDecoderLayer<B> {
+    fn new(at: &Weights<'_, B>, config: &BartConfig, dropout_prob: f64) -> Result<Self> {
+        let (d, heads) = (config.d_model, config.decoder_attention_heads);
+        Ok(Self {
+            self_attn: BartAttention::new(&at.push("self_attn"), d, heads)?,
+            self_attn_layer_norm: at.layer_norm("self_attn_layer_norm", d, LAYER_NORM_EPS)?,
+            encoder_attn: BartAttention::new(&at.push("encoder_attn"), d, heads)?,
+            encoder_attn_layer_norm: at.layer_norm("encoder_attn_layer_norm", d, LAYER_NORM_EPS)?,
+            ffn: FeedForward::new(at, config, config.decoder_ffn_dim, dropout_prob)?,
+            final_layer_norm: at.layer_norm("final_layer_norm", d, LAYER_NORM_EPS)?,
+            dropout: dropout(dropout_prob),
+        })
+    }
+
+    /// Self-attention over `self_kv` (the cache's keys and values, or this pass's), then
+    /// cross-attention over the encoder's `cross_kv`, then the feed-forward block, each post-LN.
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        self_kv: (Tensor<B, 4>, Tensor<B, 4>),
+        self_masked: Tensor<B, 4, Bool>,
+        cross_kv: (Tensor<B, 4>, Tensor<B, 4>),
+        cross_masked: Tensor<B, 4, Bool>,
+    ) -> Tensor<B, 3> {
+        let attended = self.self_attn.forward(x.clone(), self_kv, self_masked);
+        let x = self.self_attn_layer_norm.forward(x + self.dropout.forward(attended));
+        let attended = self.encoder_attn.forward(x.clone(), cross_kv, cross_masked);
+        let x = self.encoder_attn_layer_norm.forward(x + self.dropout.forward(attended));
+        let hidden = self.dropout.forward(self.ffn.forward(x.clone()));
+        self.final_layer_norm.forward(x + hidden)
+    }
+}
+
 fn dropout(p: f64) -> Dropout {
     DropoutConfig::new(p).init()
 }
@@ -158,128 +238,41 @@ impl<B: Backend> Bart<B> {
     /// for training from scratch. `dropout` is applied at HF's places in training under autodiff
     /// (Burn has no eval flag; 0 turns it off).
     pub fn init(config: &BartConfig, dropout_prob: f64, device: &B::Device) -> Result<Self> {
-        config.validate()?;
-        let (d, std) = (config.d_model, config.init_std);
-        let norm = || LayerNormConfig::new(d).with_epsilon(LAYER_NORM_EPS).init(device);
-        let ffn = |width| FeedForward {
-            fc1: init_linear(d, width, true, std, device),
-            fc2: init_linear(width, d, true, std, device),
-            activation: config.activation_function,
-            activation_dropout: dropout(config.activation_dropout.min(dropout_prob)),
-        };
-        let positions = config.max_position_embeddings + POSITION_OFFSET;
-        let encoder = BartStack {
-            embed_positions: init_embedding(positions, d, std, device),
-            layernorm_embedding: norm(),
-            layers: (0..config.encoder_layers)
-                .map(|_| BartEncoderLayer {
-                    self_attn: BartAttention::init(d, config.encoder_attention_heads, std, device),
-                    self_attn_layer_norm: norm(),
-                    ffn: ffn(config.encoder_ffn_dim),
-                    final_layer_norm: norm(),
-                    dropout: dropout(dropout_prob),
-                })
-                .collect(),
-            dropout: dropout(dropout_prob),
-        };
-        let decoder = BartStack {
-            embed_positions: init_embedding(positions, d, std, device),
-            layernorm_embedding: norm(),
-            layers: (0..config.decoder_layers)
-                .map(|_| BartDecoderLayer {
-                    self_attn: BartAttention::init(d, config.decoder_attention_heads, std, device),
-                    self_attn_layer_norm: norm(),
-                    encoder_attn: BartAttention::init(d, config.decoder_attention_heads, std, device),
-                    encoder_attn_layer_norm: norm(),
-                    ffn: ffn(config.decoder_ffn_dim),
-                    final_layer_norm: norm(),
-                    dropout: dropout(dropout_prob),
-                })
-                .collect(),
-            dropout: dropout(dropout_prob),
-        };
-        let lm_head = (!config.tie_word_embeddings).then(|| init_embedding(config.vocab_size, d, std, device).weight);
-        Ok(Self {
-            shared: init_embedding(config.vocab_size, d, std, device),
-            encoder,
-            decoder,
-            lm_head,
-            final_logits_bias: Param::from_tensor(Tensor::zeros([1, config.vocab_size], device))
-                .set_require_grad(false),
-            embed_scale: if config.scale_embedding { (d as f64).sqrt() } else { 1.0 },
-            config: config.clone(),
-        })
+        Self::new(config, &Weights::init(device, config.init_std), dropout_prob)
     }
 
     /// Loads `BartForConditionalGeneration` weights. `loader` sits at the model's root (`""` for
-    /// a BART checkpoint, `"rag.generator."` inside a RAG one); the token embeddings are read from
-    /// `model.shared.weight`, or from `model.encoder.embed_tokens.weight` when a checkpoint lacks
-    /// the shared name. A missing `final_logits_bias` is zeros, as in HF.
+    /// a BART checkpoint, `"rag.generator."` inside a RAG one).
     pub fn load(config: &BartConfig, loader: &Loader<'_, B>, dropout_prob: f64) -> Result<Self> {
+        Self::new(config, &Weights::Load(loader.clone()), dropout_prob)
+    }
+
+    /// The model with its tensors from `weights`, named as HF's `BartForConditionalGeneration`
+    /// names them. The token embeddings are `model.shared.weight`, or
+    /// `model.encoder.embed_tokens.weight` when a checkpoint lacks the shared name; a missing
+    /// `final_logits_bias` is zeros, as in HF. Fresh weights are drawn encoder, decoder, untied
+    /// LM head, then the shared embeddings.
+    pub fn new(config: &BartConfig, weights: &Weights<'_, B>, dropout_prob: f64) -> Result<Self> {
         config.validate()?;
         let (d, v) = (config.d_model, config.vocab_size);
-        let model = loader.push("model");
+        let model = weights.push("model");
+        let positions = config.max_position_embeddings + POSITION_OFFSET;
+        let encoder =
+            BartStack::new(&model.push("encoder"), positions, d, config.encoder_layers, dropout_prob, |at| {
+                BartEncoderLayer::new(at, config, dropout_prob)
+            })?;
+        let decoder =
+            BartStack::new(&model.push("decoder"), positions, d, config.decoder_layers, dropout_prob, |at| {
+                BartDecoderLayer::new(at, config, dropout_prob)
+            })?;
+        let lm_head =
+            if config.tie_word_embeddings { None } else { Some(weights.push("lm_head").normal("weight", [v, d])?) };
         let shared = if model.contains("shared.weight") || !model.contains("encoder.embed_tokens.weight") {
             model.embedding("shared", v, d)?
         } else {
             model.push("encoder").embedding("embed_tokens", v, d)?
         };
-        let norm = |at: &Loader<'_, B>, name: &str| at.layer_norm(name, d, LAYER_NORM_EPS);
-        let ffn = |at: &Loader<'_, B>, width| -> Result<FeedForward<B>> {
-            Ok(FeedForward {
-                fc1: at.linear("fc1", d, width, true)?,
-                fc2: at.linear("fc2", width, d, true)?,
-                activation: config.activation_function,
-                activation_dropout: dropout(config.activation_dropout.min(dropout_prob)),
-            })
-        };
-        let positions = config.max_position_embeddings + POSITION_OFFSET;
-        let at = model.push("encoder");
-        let encoder = BartStack {
-            embed_positions: at.embedding("embed_positions", positions, d)?,
-            layernorm_embedding: norm(&at, "layernorm_embedding")?,
-            layers: (0..config.encoder_layers)
-                .map(|n| {
-                    let at = at.push("layers").push(&n.to_string());
-                    Ok(BartEncoderLayer {
-                        self_attn: BartAttention::load(&at.push("self_attn"), d, config.encoder_attention_heads)?,
-                        self_attn_layer_norm: norm(&at, "self_attn_layer_norm")?,
-                        ffn: ffn(&at, config.encoder_ffn_dim)?,
-                        final_layer_norm: norm(&at, "final_layer_norm")?,
-                        dropout: dropout(dropout_prob),
-                    })
-                })
-                .collect::<Result<_>>()?,
-            dropout: dropout(dropout_prob),
-        };
-        let at = model.push("decoder");
-        let heads = config.decoder_attention_heads;
-        let decoder = BartStack {
-            embed_positions: at.embedding("embed_positions", positions, d)?,
-            layernorm_embedding: norm(&at, "layernorm_embedding")?,
-            layers: (0..config.decoder_layers)
-                .map(|n| {
-                    let at = at.push("layers").push(&n.to_string());
-                    Ok(BartDecoderLayer {
-                        self_attn: BartAttention::load(&at.push("self_attn"), d, heads)?,
-                        self_attn_layer_norm: norm(&at, "self_attn_layer_norm")?,
-                        encoder_attn: BartAttention::load(&at.push("encoder_attn"), d, heads)?,
-                        encoder_attn_layer_norm: norm(&at, "encoder_attn_layer_norm")?,
-                        ffn: ffn(&at, config.decoder_ffn_dim)?,
-                        final_layer_norm: norm(&at, "final_layer_norm")?,
-                        dropout: dropout(dropout_prob),
-                    })
-                })
-                .collect::<Result<_>>()?,
-            dropout: dropout(dropout_prob),
-        };
-        let lm_head =
-            if config.tie_word_embeddings { None } else { Some(loader.push("lm_head").param("weight", [v, d])?) };
-        let final_logits_bias = if loader.contains("final_logits_bias") {
-            loader.tensor("final_logits_bias", [1, v])?
-        } else {
-            Tensor::zeros([1, v], (loader.device(), loader.dtype()))
-        };
+        let final_logits_bias = weights.zeros_unless_stored("final_logits_bias", [1, v])?;
         Ok(Self {
             shared,
             encoder,
@@ -329,10 +322,7 @@ impl<B: Backend> Bart<B> {
         let masked = key_padding(padding(attention_mask));
         let mut x = self.with_positions(&self.encoder, self.embed(input_ids), 0);
         for layer in &self.encoder.layers {
-            let attended = layer.self_attn.forward(x.clone(), layer.self_attn.keys_values(x.clone()), masked.clone());
-            x = layer.self_attn_layer_norm.forward(x + layer.dropout.forward(attended));
-            let hidden = layer.dropout.forward(layer.ffn.forward(x.clone()));
-            x = layer.final_layer_norm.forward(x + hidden);
+            x = layer.forward(x, masked.clone());
         }
         x
     }
@@ -372,12 +362,7 @@ impl<B: Backend> Bart<B> {
                     ((k, v), layer.encoder_attn.keys_values(encoder_hidden.clone()))
                 }
             };
-            let attended = layer.self_attn.forward(x.clone(), self_kv, self_masked.clone());
-            x = layer.self_attn_layer_norm.forward(x + layer.dropout.forward(attended));
-            let attended = layer.encoder_attn.forward(x.clone(), cross_kv, cross_masked.clone());
-            x = layer.encoder_attn_layer_norm.forward(x + layer.dropout.forward(attended));
-            let hidden = layer.dropout.forward(layer.ffn.forward(x.clone()));
-            x = layer.final_layer_norm.forward(x + hidden);
+            x = layer.forward(x, self_kv, self_masked.clone(), cross_kv, cross_masked.clone());
         }
         x
     }

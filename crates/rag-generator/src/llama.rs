@@ -18,7 +18,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Embedding, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
-use rag_hf::{Activation, Loader, init_embedding, init_linear};
+use rag_hf::{Activation, Loader, Weights};
 
 use crate::Result;
 use crate::attention::{KvCache, attend, causal, key_padding, split_heads};
@@ -35,12 +35,8 @@ pub struct RmsNorm<B: Backend> {
 }
 
 impl<B: Backend> RmsNorm<B> {
-    fn init(d: usize, eps: f64, device: &B::Device) -> Self {
-        Self { weight: Param::from_tensor(Tensor::ones([d], device)), eps }
-    }
-
-    fn load(at: &Loader<'_, B>, d: usize, eps: f64) -> Result<Self> {
-        Ok(Self { weight: at.param("weight", [d])?, eps })
+    fn new(at: &Weights<'_, B>, d: usize, eps: f64) -> Result<Self> {
+        Ok(Self { weight: at.ones("weight", [d])?, eps })
     }
 
     /// `x / sqrt(mean(x², last axis) + eps) · weight`, in `x`'s dtype.
@@ -189,6 +185,50 @@ impl<B: Backend> LlamaAttention<B> {
     }
 }
 
+impl<B: Backend> LlamaLayer<B> {
+    /// Layer `model.layers.N` with its tensors from `at`.
+    fn new(at: &Weights<'_, B>, config: &LlamaConfig, dropout_prob: f64) -> Result<Self> {
+        let (d, hd) = (config.hidden_size, config.head_dim());
+        let (heads, kv) = (config.num_attention_heads, config.kv_heads());
+        let (ab, mb, ffn, eps) =
+            (config.attention_bias, config.mlp_bias, config.intermediate_size, config.rms_norm_eps);
+        let (attn, mlp) = (at.push("self_attn"), at.push("mlp"));
+        Ok(Self {
+            self_attn: LlamaAttention {
+                q_proj: attn.linear("q_proj", d, heads * hd, ab)?,
+                k_proj: attn.linear("k_proj", d, kv * hd, ab)?,
+                v_proj: attn.linear("v_proj", d, kv * hd, ab)?,
+                o_proj: attn.linear("o_proj", heads * hd, d, ab)?,
+                heads,
+                kv_heads: kv,
+            },
+            mlp: LlamaMlp {
+                gate_proj: mlp.linear("gate_proj", d, ffn, mb)?,
+                up_proj: mlp.linear("up_proj", d, ffn, mb)?,
+                down_proj: mlp.linear("down_proj", ffn, d, mb)?,
+                activation: config.hidden_act,
+            },
+            input_layernorm: RmsNorm::new(&at.push("input_layernorm"), d, eps)?,
+            post_attention_layernorm: RmsNorm::new(&at.push("post_attention_layernorm"), d, eps)?,
+            dropout: DropoutConfig::new(dropout_prob).init(),
+        })
+    }
+
+    /// `x += attn(rms(x))`, then `x += mlp(rms(x))`, with this layer's cache when decoding.
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &(Tensor<B, 4>, Tensor<B, 4>),
+        masked: Tensor<B, 4, Bool>,
+        cache: Option<&mut Option<KvCache<B>>>,
+    ) -> Tensor<B, 3> {
+        let attended = self.self_attn.forward(self.input_layernorm.forward(x.clone()), rope, masked, cache);
+        let x = x + self.dropout.forward(attended);
+        let hidden = self.mlp.forward(self.post_attention_layernorm.forward(x.clone()));
+        x + self.dropout.forward(hidden)
+    }
+}
+
 impl<B: Backend> LlamaMlp<B> {
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let gate = self.activation.apply(self.gate_proj.forward(x.clone()));
@@ -208,83 +248,33 @@ impl<B: Backend> Llama<B> {
     /// training from scratch. `dropout` (HF has none in LLaMA's residual stream; RA-DIT uses it
     /// for fine-tuning) is applied after attention and MLP under autodiff; 0 turns it off.
     pub fn init(config: &LlamaConfig, dropout_prob: f64, device: &B::Device) -> Result<Self> {
-        config.validate()?;
-        let (d, std, hd) = (config.hidden_size, config.initializer_range, config.head_dim());
-        let (heads, kv) = (config.num_attention_heads, config.kv_heads());
-        let (ab, mb, ffn) = (config.attention_bias, config.mlp_bias, config.intermediate_size);
-        let layers = (0..config.num_hidden_layers)
-            .map(|_| LlamaLayer {
-                self_attn: LlamaAttention {
-                    q_proj: init_linear(d, heads * hd, ab, std, device),
-                    k_proj: init_linear(d, kv * hd, ab, std, device),
-                    v_proj: init_linear(d, kv * hd, ab, std, device),
-                    o_proj: init_linear(heads * hd, d, ab, std, device),
-                    heads,
-                    kv_heads: kv,
-                },
-                mlp: LlamaMlp {
-                    gate_proj: init_linear(d, ffn, mb, std, device),
-                    up_proj: init_linear(d, ffn, mb, std, device),
-                    down_proj: init_linear(ffn, d, mb, std, device),
-                    activation: config.hidden_act,
-                },
-                input_layernorm: RmsNorm::init(d, config.rms_norm_eps, device),
-                post_attention_layernorm: RmsNorm::init(d, config.rms_norm_eps, device),
-                dropout: DropoutConfig::new(dropout_prob).init(),
-            })
-            .collect();
-        let (theta, scaling) = config.rope()?;
-        Ok(Self {
-            embed_tokens: init_embedding(config.vocab_size, d, std, device),
-            layers,
-            norm: RmsNorm::init(d, config.rms_norm_eps, device),
-            lm_head: (!config.tie_word_embeddings).then(|| init_linear(d, config.vocab_size, false, std, device)),
-            rotary: Rotary::new(hd, theta, scaling),
-            config: config.clone(),
-        })
+        Self::new(config, &Weights::init(device, config.initializer_range), dropout_prob)
     }
 
     /// Loads `LlamaForCausalLM` weights; `loader` sits at the model's root (`""` for a LLaMA
-    /// checkpoint). `lm_head.weight` is read unless the config ties it to the embeddings.
+    /// checkpoint).
     pub fn load(config: &LlamaConfig, loader: &Loader<'_, B>, dropout_prob: f64) -> Result<Self> {
+        Self::new(config, &Weights::Load(loader.clone()), dropout_prob)
+    }
+
+    /// The model with its tensors from `weights`, named as HF's `LlamaForCausalLM` names them;
+    /// `lm_head.weight` unless the config ties it to the embeddings. Fresh weights are drawn
+    /// layer by layer, then the embeddings, then an untied head.
+    pub fn new(config: &LlamaConfig, weights: &Weights<'_, B>, dropout_prob: f64) -> Result<Self> {
         config.validate()?;
         let (d, hd, v) = (config.hidden_size, config.head_dim(), config.vocab_size);
-        let (heads, kv) = (config.num_attention_heads, config.kv_heads());
-        let (ab, mb, ffn, eps) =
-            (config.attention_bias, config.mlp_bias, config.intermediate_size, config.rms_norm_eps);
-        let model = loader.push("model");
+        let model = weights.push("model");
         let layers = (0..config.num_hidden_layers)
-            .map(|n| {
-                let at = model.push("layers").push(&n.to_string());
-                let attn = at.push("self_attn");
-                let mlp = at.push("mlp");
-                Ok(LlamaLayer {
-                    self_attn: LlamaAttention {
-                        q_proj: attn.linear("q_proj", d, heads * hd, ab)?,
-                        k_proj: attn.linear("k_proj", d, kv * hd, ab)?,
-                        v_proj: attn.linear("v_proj", d, kv * hd, ab)?,
-                        o_proj: attn.linear("o_proj", heads * hd, d, ab)?,
-                        heads,
-                        kv_heads: kv,
-                    },
-                    mlp: LlamaMlp {
-                        gate_proj: mlp.linear("gate_proj", d, ffn, mb)?,
-                        up_proj: mlp.linear("up_proj", d, ffn, mb)?,
-                        down_proj: mlp.linear("down_proj", ffn, d, mb)?,
-                        activation: config.hidden_act,
-                    },
-                    input_layernorm: RmsNorm::load(&at.push("input_layernorm"), d, eps)?,
-                    post_attention_layernorm: RmsNorm::load(&at.push("post_attention_layernorm"), d, eps)?,
-                    dropout: DropoutConfig::new(dropout_prob).init(),
-                })
-            })
+            .map(|n| LlamaLayer::new(&model.push("layers").push(&n.to_string()), config, dropout_prob))
             .collect::<Result<_>>()?;
-        let lm_head = if config.tie_word_embeddings { None } else { Some(loader.linear("lm_head", d, v, false)?) };
+        let embed_tokens = model.embedding("embed_tokens", v, d)?;
+        let norm = RmsNorm::new(&model.push("norm"), d, config.rms_norm_eps)?;
+        let lm_head = if config.tie_word_embeddings { None } else { Some(weights.linear("lm_head", d, v, false)?) };
         let (theta, scaling) = config.rope()?;
         Ok(Self {
-            embed_tokens: model.embedding("embed_tokens", v, d)?,
+            embed_tokens,
             layers,
-            norm: RmsNorm::load(&model.push("norm"), d, eps)?,
+            norm,
             lm_head,
             rotary: Rotary::new(hd, theta, scaling),
             config: config.clone(),
@@ -335,11 +325,7 @@ impl<B: Backend> Llama<B> {
         let rope = self.rotary.tables(positions, x.dtype());
         for (n, layer) in self.layers.iter().enumerate() {
             let cache = caches.as_deref_mut().map(|c| &mut c[n]);
-            let attended =
-                layer.self_attn.forward(layer.input_layernorm.forward(x.clone()), &rope, masked.clone(), cache);
-            x = x + layer.dropout.forward(attended);
-            let hidden = layer.mlp.forward(layer.post_attention_layernorm.forward(x.clone()));
-            x = x + layer.dropout.forward(hidden);
+            x = layer.forward(x, &rope, masked.clone(), cache);
         }
         self.norm.forward(x)
     }

@@ -39,7 +39,7 @@ pub use activation::Activation;
 pub use checkpoint::{Checkpoint, WEIGHTS_FILE, WEIGHTS_INDEX_FILE};
 pub use error::{HfError, Result};
 pub use json::read_json;
-pub use loader::{Loader, init_embedding, init_linear};
+pub use loader::{Loader, Weights, init_embedding, init_linear};
 pub use module_file::{
     ModulePath, cast_module, cast_module_in_graph, copy_module, load_module, module_tensors, save_module,
 };

@@ -112,6 +112,115 @@ impl<'a, B: Backend> Loader<'a, B> {
     }
 }
 
+/// Where a model's tensors come from when it is built: a checkpoint, by HF name ([`Loader`]), or
+/// a fresh initialization (HF's `_init_weights`: matrices `N(0, std)`, biases 0, norms 1 and 0).
+///
+/// A model's constructor takes a `Weights` and names every tensor once, so the module tree built
+/// from scratch and the one read from a checkpoint are the same function (the names of a
+/// whole-model checkpoint cannot drift apart from the names it is loaded by). Fresh tensors are
+/// drawn in the order the constructor asks for them, from the backend's RNG.
+#[derive(Debug, Clone)]
+pub enum Weights<'a, B: Backend> {
+    /// Read from a checkpoint.
+    Load(Loader<'a, B>),
+    /// Initialized on `device`, matrices drawn from `N(0, std)`.
+    Init {
+        /// Where the tensors are created.
+        device: B::Device,
+        /// The standard deviation of weight matrices and embeddings.
+        std: f64,
+    },
+}
+
+impl<'a, B: Backend> Weights<'a, B> {
+    /// Fresh weights on `device`, matrices `N(0, std)`.
+    pub fn init(device: &B::Device, std: f64) -> Self {
+        Self::Init { device: device.clone(), std }
+    }
+
+    /// The weights one level down (`{prefix}{name}.` in a checkpoint).
+    pub fn push(&self, name: &str) -> Self {
+        match self {
+            Self::Load(loader) => Self::Load(loader.push(name)),
+            init => init.clone(),
+        }
+    }
+
+    /// Whether a checkpoint has `name` at this level (never, for fresh weights).
+    pub fn contains(&self, name: &str) -> bool {
+        matches!(self, Self::Load(loader) if loader.contains(name))
+    }
+
+    /// The device tensors are created on.
+    pub fn device(&self) -> &B::Device {
+        match self {
+            Self::Load(loader) => loader.device(),
+            Self::Init { device, .. } => device,
+        }
+    }
+
+    /// The float dtype tensors are created with (the backend's default for fresh weights).
+    pub fn dtype(&self) -> DType {
+        match self {
+            Self::Load(loader) => loader.dtype(),
+            Self::Init { .. } => <B::FloatElem as burn::tensor::Element>::dtype(),
+        }
+    }
+
+    /// An `nn.Linear` `{name}` (`weight` `[d_out, d_in]` in the checkpoint; `bias` when asked).
+    pub fn linear(&self, name: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Linear<B>> {
+        match self {
+            Self::Load(loader) => loader.linear(name, d_in, d_out, bias),
+            Self::Init { device, std } => Ok(init_linear(d_in, d_out, bias, *std, device)),
+        }
+    }
+
+    /// An `nn.Embedding` `{name}.weight` `[n, d]`.
+    pub fn embedding(&self, name: &str, n: usize, d: usize) -> Result<Embedding<B>> {
+        match self {
+            Self::Load(loader) => loader.embedding(name, n, d),
+            Self::Init { device, std } => Ok(init_embedding(n, d, *std, device)),
+        }
+    }
+
+    /// An `nn.LayerNorm` `{name}` of width `d` (fresh: scale 1, shift 0).
+    pub fn layer_norm(&self, name: &str, d: usize, epsilon: f64) -> Result<LayerNorm<B>> {
+        match self {
+            Self::Load(loader) => loader.layer_norm(name, d, epsilon),
+            Self::Init { device, .. } => Ok(LayerNormConfig::new(d).with_epsilon(epsilon).init(device)),
+        }
+    }
+
+    /// The parameter `name` of `shape`, fresh ones (a norm's scale).
+    pub fn ones<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Param<Tensor<B, D>>> {
+        match self {
+            Self::Load(loader) => loader.param(name, shape),
+            Self::Init { device, .. } => Ok(Param::from_tensor(Tensor::ones(shape, device))),
+        }
+    }
+
+    /// The parameter `name` of `shape`, fresh `N(0, std)` (a matrix stored as it is used, such
+    /// as an untied LM head `[vocab, d]`).
+    pub fn normal<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Param<Tensor<B, D>>> {
+        match self {
+            Self::Load(loader) => loader.param(name, shape),
+            Self::Init { device, std } => {
+                Ok(burn::nn::Initializer::Normal { mean: 0.0, std: *std }.init(shape, device))
+            }
+        }
+    }
+
+    /// The tensor `name` of `shape` if the checkpoint has it, else zeros (a buffer such as BART's
+    /// `final_logits_bias`, which HF fills with zeros when absent).
+    pub fn zeros_unless_stored<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
+        match self {
+            Self::Load(loader) if loader.contains(name) => loader.tensor(name, shape),
+            Self::Load(loader) => Ok(Tensor::zeros(shape, (loader.device(), loader.dtype()))),
+            Self::Init { device, .. } => Ok(Tensor::zeros(shape, device)),
+        }
+    }
+}
+
 /// Transposes a rank-2 row-major tensor's values.
 fn transpose(data: TensorData) -> TensorData {
     let [rows, cols] = [data.shape[0], data.shape[1]];

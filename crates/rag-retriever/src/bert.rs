@@ -7,7 +7,9 @@
 //! pooler is `tanh(W·h[CLS])` (HF's `BertPooler`); DPR checkpoints have none.
 //!
 //! Field names follow the checkpoint's (`embeddings.word_embeddings`,
-//! `encoder.layer.N.attention.self.query`…) so [`BertModel::load`] reads like the HF module tree.
+//! `encoder.layer.N.attention.self.query`…) so [`BertModel::new`] reads like the HF module
+//! tree; it builds the model from a checkpoint ([`BertModel::load`]) or from scratch
+//! ([`BertModel::init`]) through one [`Weights`].
 //!
 //! Quirks kept for parity: HF's `gelu` is the exact erf form; an all-padding row (attention mask
 //! all zero) attends to nothing here and yields the embedding path only, where HF's additive
@@ -15,12 +17,12 @@
 //! meaningful embedding either way).
 
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, LayerNormConfig, Linear};
+use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, DType, Int, Tensor};
-use rag_hf::{Loader, init_embedding, init_linear};
+use rag_hf::{Loader, Weights};
 
 use crate::Result;
 use crate::config::{Activation, BertConfig};
@@ -92,49 +94,21 @@ impl<B: Backend> BertModel<B> {
     /// training from scratch. `pooler` adds the tanh pooler; `dropout` is applied in training
     /// under autodiff (0 for none).
     pub fn init(config: &BertConfig, pooler: bool, dropout_prob: f64, device: &B::Device) -> Result<Self> {
-        config.validate()?;
-        let (d, std) = (config.hidden_size, config.initializer_range);
-        let norm = || LayerNormConfig::new(d).with_epsilon(config.layer_norm_eps).init(device);
-        let embeddings = BertEmbeddings {
-            word_embeddings: init_embedding(config.vocab_size, d, std, device),
-            position_embeddings: init_embedding(config.max_position_embeddings, d, std, device),
-            token_type_embeddings: init_embedding(config.type_vocab_size, d, std, device),
-            layer_norm: norm(),
-            dropout: dropout(dropout_prob),
-        };
-        let i = config.intermediate_size;
-        let layers = (0..config.num_hidden_layers)
-            .map(|_| BertLayer {
-                query: init_linear(d, d, true, std, device),
-                key: init_linear(d, d, true, std, device),
-                value: init_linear(d, d, true, std, device),
-                attention_output: init_linear(d, d, true, std, device),
-                attention_norm: norm(),
-                intermediate: init_linear(d, i, true, std, device),
-                output: init_linear(i, d, true, std, device),
-                output_norm: norm(),
-                dropout: dropout(dropout_prob),
-                heads: config.num_attention_heads,
-                activation: config.hidden_act,
-            })
-            .collect();
-        Ok(Self {
-            embeddings,
-            layers,
-            pooler: pooler.then(|| init_linear(d, d, true, std, device)),
-            vocab_size: config.vocab_size,
-            type_vocab_size: config.type_vocab_size,
-            max_positions: config.max_position_embeddings,
-        })
+        Self::new(config, &Weights::init(device, config.initializer_range), pooler, dropout_prob)
     }
 
     /// Loads HF `BertModel` weights from `loader` (positioned at the model's root, e.g. `""`,
     /// `"bert."` or `"question_encoder.bert_model."`). The pooler is loaded when `pooler` is set
     /// (and must then be present).
     pub fn load(config: &BertConfig, loader: &Loader<'_, B>, pooler: bool, dropout_prob: f64) -> Result<Self> {
+        Self::new(config, &Weights::Load(loader.clone()), pooler, dropout_prob)
+    }
+
+    /// The model with its tensors from `weights`, named as HF's `BertModel` names them.
+    pub fn new(config: &BertConfig, weights: &Weights<'_, B>, pooler: bool, dropout_prob: f64) -> Result<Self> {
         config.validate()?;
-        let (d, i, eps) = (config.hidden_size, config.intermediate_size, config.layer_norm_eps);
-        let at = loader.push("embeddings");
+        let (d, eps) = (config.hidden_size, config.layer_norm_eps);
+        let at = weights.push("embeddings");
         let embeddings = BertEmbeddings {
             word_embeddings: at.embedding("word_embeddings", config.vocab_size, d)?,
             position_embeddings: at.embedding("position_embeddings", config.max_position_embeddings, d)?,
@@ -143,25 +117,9 @@ impl<B: Backend> BertModel<B> {
             dropout: dropout(dropout_prob),
         };
         let layers = (0..config.num_hidden_layers)
-            .map(|n| {
-                let at = loader.push("encoder.layer").push(&n.to_string());
-                let attn = at.push("attention");
-                Ok(BertLayer {
-                    query: attn.push("self").linear("query", d, d, true)?,
-                    key: attn.push("self").linear("key", d, d, true)?,
-                    value: attn.push("self").linear("value", d, d, true)?,
-                    attention_output: attn.push("output").linear("dense", d, d, true)?,
-                    attention_norm: attn.push("output").layer_norm("LayerNorm", d, eps)?,
-                    intermediate: at.push("intermediate").linear("dense", d, i, true)?,
-                    output: at.push("output").linear("dense", i, d, true)?,
-                    output_norm: at.push("output").layer_norm("LayerNorm", d, eps)?,
-                    dropout: dropout(dropout_prob),
-                    heads: config.num_attention_heads,
-                    activation: config.hidden_act,
-                })
-            })
+            .map(|n| BertLayer::new(config, &weights.push("encoder.layer").push(&n.to_string()), dropout_prob))
             .collect::<Result<Vec<_>>>()?;
-        let pooler = if pooler { Some(loader.push("pooler").linear("dense", d, d, true)?) } else { None };
+        let pooler = if pooler { Some(weights.push("pooler").linear("dense", d, d, true)?) } else { None };
         Ok(Self {
             embeddings,
             layers,
@@ -238,6 +196,25 @@ impl<B: Backend> BertModel<B> {
 }
 
 impl<B: Backend> BertLayer<B> {
+    /// Layer `encoder.layer.N` with its tensors from `at`.
+    fn new(config: &BertConfig, at: &Weights<'_, B>, dropout_prob: f64) -> Result<Self> {
+        let (d, i, eps) = (config.hidden_size, config.intermediate_size, config.layer_norm_eps);
+        let attn = at.push("attention");
+        Ok(Self {
+            query: attn.push("self").linear("query", d, d, true)?,
+            key: attn.push("self").linear("key", d, d, true)?,
+            value: attn.push("self").linear("value", d, d, true)?,
+            attention_output: attn.push("output").linear("dense", d, d, true)?,
+            attention_norm: attn.push("output").layer_norm("LayerNorm", d, eps)?,
+            intermediate: at.push("intermediate").linear("dense", d, i, true)?,
+            output: at.push("output").linear("dense", i, d, true)?,
+            output_norm: at.push("output").layer_norm("LayerNorm", d, eps)?,
+            dropout: dropout(dropout_prob),
+            heads: config.num_attention_heads,
+            activation: config.hidden_act,
+        })
+    }
+
     fn forward(&self, x: Tensor<B, 3>, padded: Tensor<B, 4, Bool>) -> Tensor<B, 3> {
         let [batch, len, d] = x.dims();
         let split = |t: Tensor<B, 3>| t.reshape([batch, len, self.heads, d / self.heads]).swap_dims(1, 2);
