@@ -121,6 +121,28 @@ impl<B: Backend> Generator<B> {
         }
     }
 
+    /// A freshly initialized model of `architecture` (one of [`ARCHITECTURES`]) from its HF
+    /// `config` as JSON (what `config.json` holds), with `dropout` in training: a generator
+    /// trained from scratch.
+    pub fn init(architecture: &str, config: serde_json::Value, dropout: f64, device: &B::Device) -> Result<Self> {
+        let at = Path::new("<in memory>");
+        fn parse<C: ConfigFile>(config: serde_json::Value, at: &Path) -> Result<C> {
+            let config: C =
+                serde_json::from_value(config).map_err(|e| config_error(at, "config", format!("not a config: {e}")))?;
+            config.validate_at(at)?;
+            Ok(config)
+        }
+        match architecture {
+            "bart" => Ok(Self::Bart(Bart::init(&parse(config, at)?, dropout, device)?)),
+            "llama" => Ok(Self::Llama(Llama::init(&parse(config, at)?, dropout, device)?)),
+            other => Err(config_error(
+                at,
+                "architecture",
+                format!("`{other}`: expected one of {}", ARCHITECTURES.join(", ")),
+            )),
+        }
+    }
+
     /// A freshly initialized generator of `architecture` (one of [`ARCHITECTURES`]) from its
     /// config file, without dropout: what a whole-model checkpoint loads its weights into.
     pub fn from_config_file(architecture: &str, config: &Path, device: &B::Device) -> Result<Self> {

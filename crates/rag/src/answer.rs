@@ -5,15 +5,13 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use rag_generator::{
-    AnswerLogits, GenerationConfig, Generator, GeneratorKind, GeneratorState, Padded, PaddingSide, SpecialTokens,
-    answer_token_log_probs, generate,
+    AnswerLogits, GenerationConfig, GeneratorKind, GeneratorState, SpecialTokens, answer_token_log_probs, generate,
 };
 use rag_index::NO_ID;
-use rag_losses::hf::HfNllOptions;
 
 use crate::Result;
 use crate::context::instruction_ids;
-use crate::decoding::{RagTokenDecoder, rag_sequence_fast, rag_sequence_thorough};
+use crate::decoding::RagTokenDecoder;
 use crate::knowledge::{Knowledge, Retrieval};
 use crate::model::RagModel;
 
@@ -24,11 +22,12 @@ pub enum DecodeMode {
     /// decoding with BART, REPLUG / RA-DIT ensemble decoding with a decoder-only LM. Costs one
     /// generator pass over the `K` document rows of every beam per step.
     Token,
-    /// RAG-Sequence thorough decoding: a search per document (beam search for BART, greedy or
-    /// beam search on each passage's prompt for a decoder-only LM), then every distinct
-    /// candidate rescored on every document, ranked by the marginal likelihood
-    /// `Σ_z p(z|x) p(y|x,z)`. Costs `K` searches plus one teacher-forced pass over
-    /// `candidates × K` rows.
+    /// RAG-Sequence thorough decoding: a search per document (greedy, or beam search keeping
+    /// every beam, on each passage's row alone), then every distinct candidate rescored on every
+    /// document, ranked by the marginal likelihood `Σ_z p(z|x) p(y|x,z)`. Costs `K` searches
+    /// plus one teacher-forced pass over `candidates × K` rows. The same for every generator;
+    /// HF's own implementation for its RAG checkpoints, with its padding and
+    /// `exclude_bos_score`, is [`crate::rag_sequence_thorough`].
     SequenceThorough,
     /// RAG-Sequence fast decoding: the `K` searches, with a candidate's probability under a
     /// document whose search missed it taken as 0. No extra passes.
@@ -139,30 +138,14 @@ impl<B: Backend> RagModel<B> {
         let k = self.config().n_docs;
         let best_only = GenerationConfig { num_return_sequences: 1, ..generation.clone() };
         let doc_scores = retrieval.doc_scores.clone();
-        let rows: Vec<(Vec<u32>, usize)> = match (self.generator(), mode) {
-            (generator, DecodeMode::Token) => {
+        let rows: Vec<(Vec<u32>, usize)> = match mode {
+            DecodeMode::Token => {
                 let (state, prompt) = self.begin_rows(questions, contexts, k, generation)?;
-                let decoder = RagTokenDecoder::new(generator, k);
+                let decoder = RagTokenDecoder::new(self.generator(), k);
                 let out = generate(&decoder, decoder.begin(state, doc_scores), &prompt, &best_only)?;
                 out.sequences.into_iter().map(|s| (s, out.prompt_len)).collect()
             }
-            // HF's RAG-Sequence decoding, with its parity-tested scoring (`exclude_bos_score`),
-            // is BART's own.
-            (Generator::Bart(bart), DecodeMode::SequenceThorough | DecodeMode::SequenceFast) => {
-                let (ids, mask) = Padded::new(contexts, special.pad, PaddingSide::Right).tensors(&bart.device());
-                let out = if mode == DecodeMode::SequenceFast {
-                    rag_sequence_fast(bart, ids, mask, doc_scores, &best_only)?
-                } else {
-                    let options = HfNllOptions {
-                        exclude_bos_score: true,
-                        bos_id: special.bos.map(i64::from),
-                        ..HfNllOptions::new(i64::from(special.pad))
-                    };
-                    rag_sequence_thorough(bart, ids, mask, doc_scores, &best_only, true, &options)?
-                };
-                out.into_iter().map(|s| (s, 1)).collect()
-            }
-            (_, DecodeMode::SequenceThorough | DecodeMode::SequenceFast) => self
+            DecodeMode::SequenceThorough | DecodeMode::SequenceFast => self
                 .sequence_per_passage(questions, contexts, retrieval, mode, &best_only)?
                 .into_iter()
                 .map(|s| (s, 0))

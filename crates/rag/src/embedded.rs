@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use rag_generator::{Bart, BartConfig, Generator, GeneratorTokenizer, Llama, LlamaConfig};
+use rag_generator::{Generator, GeneratorTokenizer};
 use rag_index::{FlatIndex, Metric, PassageStore};
 use rag_retriever::{BertConfig, BiEncoder, EncodeOptions, Encoder, Pooling, TextTokenizer};
 
@@ -145,27 +145,30 @@ impl EmbeddedSetup {
         // small that every logit is near 0 and learning to copy a token takes hundreds of steps.
         // 1/√d is the usual fan-in scale.
         let init_std = 1.0 / (c.d_model as f64).sqrt();
-        let generator = if recipe.decoder_only() {
-            let config: LlamaConfig = serde_json::from_value(serde_json::json!({
-                "vocab_size": vocab, "hidden_size": c.d_model, "intermediate_size": c.ffn,
-                "num_hidden_layers": 2 * c.generator_layers, "num_attention_heads": c.heads,
-                "num_key_value_heads": c.heads, "max_position_embeddings": 256,
-                "bos_token_id": 0, "pad_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": true,
-                "initializer_range": init_std
-            }))
-            .expect("a valid LLaMA config");
-            Generator::Llama(Llama::init(&config, c.dropout, device)?)
+        let (architecture, config) = if recipe.decoder_only() {
+            (
+                "llama",
+                serde_json::json!({
+                    "vocab_size": vocab, "hidden_size": c.d_model, "intermediate_size": c.ffn,
+                    "num_hidden_layers": 2 * c.generator_layers, "num_attention_heads": c.heads,
+                    "num_key_value_heads": c.heads, "max_position_embeddings": 256,
+                    "bos_token_id": 0, "pad_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": true,
+                    "initializer_range": init_std
+                }),
+            )
         } else {
-            let config: BartConfig = serde_json::from_value(serde_json::json!({
-                "vocab_size": vocab, "d_model": c.d_model, "encoder_layers": c.generator_layers,
-                "decoder_layers": c.generator_layers, "encoder_attention_heads": c.heads,
-                "decoder_attention_heads": c.heads, "encoder_ffn_dim": c.ffn, "decoder_ffn_dim": c.ffn,
-                "max_position_embeddings": 128, "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2,
-                "decoder_start_token_id": 2, "forced_eos_token_id": 2, "init_std": init_std
-            }))
-            .expect("a valid BART config");
-            Generator::Bart(Bart::init(&config, c.dropout, device)?)
+            (
+                "bart",
+                serde_json::json!({
+                    "vocab_size": vocab, "d_model": c.d_model, "encoder_layers": c.generator_layers,
+                    "decoder_layers": c.generator_layers, "encoder_attention_heads": c.heads,
+                    "decoder_attention_heads": c.heads, "encoder_ffn_dim": c.ffn, "decoder_ffn_dim": c.ffn,
+                    "max_position_embeddings": 128, "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2,
+                    "decoder_start_token_id": 2, "forced_eos_token_id": 2, "init_std": init_std
+                }),
+            )
         };
+        let generator = Generator::init(architecture, config, c.dropout, device)?;
         let context = if recipe.decoder_only() {
             ContextFormat::Background {
                 background: "Background: {title} {text}\n\n".into(),
