@@ -28,41 +28,32 @@
 //!
 //! It picks no backend: the leaf (xtask, benches, tests) does.
 
-mod answer;
-mod bm25;
-mod checkpoint;
-mod config;
-mod context;
 mod decoding;
 mod embedded;
 mod error;
-mod eval;
-pub mod experiment;
-mod hf_rag;
-mod indexing;
-mod knowledge;
+mod files;
 mod model;
-mod qa;
-mod synthetic;
 mod training;
 
-pub use answer::{Answer, DecodeMode, Provenance};
-pub use bm25::Bm25;
-pub use checkpoint::{CHECKPOINT_FORMAT, CHECKPOINT_VERSION, LoadedRag};
-pub use config::{ContextFormat, LsrOptions, Precision, RagConfig, RagLoss};
-pub use context::{PassageText, seq2seq_text};
-pub use decoding::{RagTokenDecoder, RagTokenState, rag_sequence_fast, rag_sequence_thorough};
-pub use embedded::{EmbeddedConfig, EmbeddedSetup};
+pub use decoding::answer::{Answer, DecodeMode, Provenance};
+pub use decoding::search::{RagTokenDecoder, RagTokenState, rag_sequence_fast, rag_sequence_thorough};
+pub use embedded::setup::{EmbeddedConfig, EmbeddedSetup};
+pub use embedded::synthetic::{SyntheticConfig, SyntheticPassage, SyntheticTask, copy_examples};
 pub use error::{RagError, Result};
-pub use eval::{EvalOptions, EvalReport, PassageSource, evaluate};
-pub use hf_rag::{HfRag, HfRagConfig, Marginalization, hf_loss};
-pub use indexing::{index_store, refresh_index};
-pub use knowledge::{CLOSED_BOOK_ID, Knowledge, KnowledgePaths, Retrieval};
+pub use files::checkpoint::{CHECKPOINT_FORMAT, CHECKPOINT_VERSION, LoadedRag};
+pub use files::hf_rag::{HfRag, HfRagConfig, Marginalization, hf_loss};
+pub use files::qa::{QaExample, exact_match, f1_score, has_answer, normalize_answer, read_qa_jsonl, write_qa_jsonl};
+pub use model::config::{ContextFormat, LsrOptions, Precision, RagConfig, RagLoss};
+pub use model::context::{PassageText, seq2seq_text};
+pub use model::indexing::{index_store, refresh_index};
+pub use model::knowledge::{CLOSED_BOOK_ID, Knowledge, KnowledgePaths, Retrieval};
 pub use model::{RagModel, RagOutput};
-pub use qa::{QaExample, exact_match, f1_score, has_answer, normalize_answer, read_qa_jsonl, write_qa_jsonl};
 pub use rag_generator::{AnswerLogits, Generator, GeneratorKind, SpecialTokens};
-pub use synthetic::{SyntheticConfig, SyntheticPassage, SyntheticTask, copy_examples};
-pub use training::{GroupOptions, RagTask, Recipe};
+pub use training::bm25::Bm25;
+pub use training::eval::{EvalOptions, EvalReport, PassageSource, evaluate};
+pub use training::experiment;
+pub use training::recipe::{GroupOptions, Recipe};
+pub use training::task::RagTask;
 
 pub use rag_generator;
 pub use rag_hf;

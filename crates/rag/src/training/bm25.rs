@@ -8,8 +8,8 @@
 use ::bm25::{Embedder, EmbedderBuilder, Language, Scorer};
 use rag_index::PassageStore;
 
-use crate::eval::first_relevant;
-use crate::qa::{QaExample, has_answer};
+use crate::files::qa::{QaExample, has_answer};
+use crate::training::eval::first_relevant;
 use crate::{RagError, Result};
 
 /// An in-memory BM25 index of every passage of a store.

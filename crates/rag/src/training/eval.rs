@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use burn::tensor::backend::Backend;
 use rag_generator::GenerationConfig;
 
-use crate::knowledge::{Knowledge, Retrieval};
+use crate::files::qa::{QaExample, exact_match, f1_score, has_answer};
 use crate::model::RagModel;
-use crate::qa::{QaExample, exact_match, f1_score, has_answer};
+use crate::model::knowledge::{Knowledge, Retrieval};
 use crate::{DecodeMode, Result};
 
 /// How to evaluate.

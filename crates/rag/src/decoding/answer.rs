@@ -10,10 +10,10 @@ use rag_generator::{
 use rag_index::NO_ID;
 
 use crate::Result;
-use crate::context::instruction_ids;
-use crate::decoding::RagTokenDecoder;
-use crate::knowledge::{Knowledge, Retrieval};
+use crate::decoding::search::RagTokenDecoder;
 use crate::model::RagModel;
+use crate::model::context::instruction_ids;
+use crate::model::knowledge::{Knowledge, Retrieval};
 
 /// How answers are decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,15 @@
 //! [`RagModel`]: question text → query vectors → index top-K passages and their exact stored
 //! vectors → differentiable doc scores `q·dᵀ` → generator inputs built from the passages →
 //! generator on the `B·K` rows → the configured loss.
+//!
+//! Beside it, what it is made of: [`config`] (`RagConfig`, the loss and the context format),
+//! [`context`] (passages and questions into generator rows), [`knowledge`] (the store and index
+//! it retrieves from) and [`indexing`] (a store encoded into an index).
+
+pub(crate) mod config;
+pub(crate) mod context;
+pub(crate) mod indexing;
+pub(crate) mod knowledge;
 
 use std::path::PathBuf;
 
@@ -15,9 +24,9 @@ use rag_losses::{
 };
 use rag_retriever::{BiEncoder, TextTokenizer};
 
-use crate::config::{ContextFormat, RagConfig, RagLoss};
-use crate::context::{PassageText, answer_ids, context_rows};
-use crate::knowledge::{Knowledge, Retrieval};
+use crate::model::config::{ContextFormat, RagConfig, RagLoss};
+use crate::model::context::{PassageText, answer_ids, context_rows};
+use crate::model::knowledge::{Knowledge, Retrieval};
 use crate::{RagError, Result};
 
 /// What [`RagModel::loss`] returns.

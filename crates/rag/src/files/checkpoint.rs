@@ -21,9 +21,9 @@ use rag_generator::{Generator, GeneratorTokenizer};
 use rag_retriever::{BertConfig, BiEncoder, Encoder, Pooling, TextTokenizer};
 use serde::{Deserialize, Serialize};
 
-use crate::config::RagConfig;
-use crate::knowledge::KnowledgePaths;
 use crate::model::RagModel;
+use crate::model::config::RagConfig;
+use crate::model::knowledge::KnowledgePaths;
 use crate::{RagError, Result};
 
 /// `rag.json`'s `format`.

@@ -11,13 +11,13 @@ use rag_generator::{Generator, GeneratorTokenizer};
 use rag_index::{FlatIndex, Metric, PassageStore};
 use rag_retriever::{BertConfig, BiEncoder, EncodeOptions, Encoder, Pooling, TextTokenizer};
 
-use crate::config::{ContextFormat, RagConfig};
-use crate::indexing::index_store;
-use crate::knowledge::{Knowledge, KnowledgePaths};
+use crate::embedded::synthetic::{SyntheticConfig, SyntheticTask};
+use crate::files::qa::write_qa_jsonl;
 use crate::model::RagModel;
-use crate::qa::write_qa_jsonl;
-use crate::synthetic::{SyntheticConfig, SyntheticTask};
-use crate::training::Recipe;
+use crate::model::config::{ContextFormat, RagConfig};
+use crate::model::indexing::index_store;
+use crate::model::knowledge::{Knowledge, KnowledgePaths};
+use crate::training::recipe::Recipe;
 use crate::{RagError, Result};
 
 /// Sizes of the embedded default's models.
@@ -116,7 +116,7 @@ impl EmbeddedSetup {
 
     /// A model with fresh weights drawn from `seed` for `recipe`: query and document encoders
     /// start as the same network (as DPR's both start from one BERT), a random-feature,
-    /// IDF-weighted bag of words (see [`BagOfWordsInit`]), so retrieval before training matches
+    /// IDF-weighted bag of words (`BagOfWordsInit`), so retrieval before training matches
     /// rare words (the entity) and cannot tell a paraphrased fact from a distractor that repeats
     /// the question's words; `n_docs` passages (1 for a closed-book model).
     pub fn model<B: Backend>(

@@ -8,7 +8,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor, TensorData};
 use rag_index::{NO_ID, PassageStore, SearchResults, VectorIndex, open_index};
 
-use crate::context::PassageText;
+use crate::model::context::PassageText;
 use crate::{RagError, Result};
 
 /// The passages a model retrieves from: a passage store and a vector index over it, built with
@@ -61,7 +61,7 @@ impl Knowledge {
     }
 }
 
-/// What [`RagModel::retrieve`] found for a batch of `B` questions.
+/// What [`crate::RagModel::retrieve`] found for a batch of `B` questions.
 #[derive(Debug, Clone)]
 pub struct Retrieval<B: Backend> {
     /// `[B][K]` passages, best first; empty ones (id [`NO_ID`]) when the index holds fewer than K.

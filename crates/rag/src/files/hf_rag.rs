@@ -17,8 +17,8 @@ use rag_hf::Checkpoint;
 use rag_losses::hf::{HfNllOptions, rag_sequence_get_nll, rag_token_get_nll};
 use rag_retriever::{BertConfig, BertInput, BiEncoder, Encoder, Pooling, TextTokenizer, WeightLayout};
 
-use crate::config::{ContextFormat, RagConfig, RagLoss};
 use crate::model::RagModel;
+use crate::model::config::{ContextFormat, RagConfig, RagLoss};
 use serde::Deserialize;
 
 use crate::{RagError, Result};
@@ -195,7 +195,7 @@ impl<B: Backend> HfRag<B> {
         RagModel::new(retriever, Generator::Bart(self.generator), passage_tokenizer, generator_tokenizer, rag)
     }
 
-    /// Question vectors `[b, d]` (DPR's pooled [CLS]) of ids and mask `[b, len]`.
+    /// Question vectors `[b, d]` (DPR's pooled `[CLS]`) of ids and mask `[b, len]`.
     pub fn question_vectors(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Tensor<B, 2, Int>) -> Tensor<B, 2> {
         self.question_encoder.forward(BertInput { input_ids, attention_mask, token_type_ids: None })
     }

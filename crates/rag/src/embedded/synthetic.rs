@@ -23,7 +23,7 @@ use rag_index::synthetic::SplitMix64;
 use rag_index::{PassageStore, StoreBuilder};
 
 use crate::Result;
-use crate::qa::QaExample;
+use crate::files::qa::QaExample;
 
 /// The knobs of the generated task.
 #[derive(Debug, Clone, PartialEq)]

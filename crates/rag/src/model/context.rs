@@ -6,7 +6,7 @@
 use rag_generator::{GeneratorTokenizer, SpecialTokens};
 
 use crate::Result;
-use crate::config::ContextFormat;
+use crate::model::config::ContextFormat;
 
 /// A passage's text as retrieved.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
