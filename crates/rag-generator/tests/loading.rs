@@ -3,10 +3,10 @@
 
 mod common;
 
-use burn::tensor::{DType, TensorData};
-use common::{B, edited_model, load_bart, load_llama};
+use burn::tensor::{DType, Int, Tensor, TensorData};
+use common::{B, edited_model, fixture, load_bart, load_llama, max_abs_diff, values};
 use rag_generator::{
-    BartConfig, ConfigFile, GenerationConfig, GeneratorError, GeneratorTokenizer, LlamaConfig, PaddingSide,
+    BartBatch, BartConfig, ConfigFile, GenerationConfig, GeneratorError, GeneratorTokenizer, LlamaConfig, PaddingSide,
 };
 
 #[test]
@@ -115,4 +115,104 @@ fn a_missing_or_broken_tokenizer_file_is_named() {
     std::fs::write(dir.path().join("tokenizer.json"), "{not json").unwrap();
     let err = GeneratorTokenizer::from_file(dir.path()).unwrap_err().to_string();
     assert!(err.contains("tokenizer.json"), "{err}");
+}
+
+#[test]
+fn bart_reads_the_older_layout_with_separate_embedding_and_head_keys() {
+    // transformers before 5 stored the tied matrices under every name; some files lack `shared`.
+    let dir = edited_model(
+        "bart",
+        |mut tensors| {
+            let shared = tensors.iter().position(|(n, _)| n == "model.shared.weight").unwrap();
+            let (_, data) = tensors.remove(shared);
+            for name in ["model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight", "lm_head.weight"] {
+                tensors.push((name.to_string(), data.clone()));
+            }
+            tensors
+        },
+        |_| {},
+    );
+    logits_match_the_fixture("bart", dir.path());
+}
+
+#[test]
+fn llama_with_tied_embeddings_reads_no_lm_head() {
+    // Tie the head to the embeddings: logits change, so compare against our own untied model
+    // whose head is a copy of the embeddings.
+    let tied = edited_model(
+        "llama",
+        |tensors| tensors.into_iter().filter(|(n, _)| n != "lm_head.weight").collect(),
+        |c| c["tie_word_embeddings"] = true.into(),
+    );
+    let untied_copy = edited_model(
+        "llama",
+        |mut tensors| {
+            let embed: TensorData = tensors.iter().find(|(n, _)| n == "model.embed_tokens.weight").unwrap().1.clone();
+            tensors.iter_mut().find(|(n, _)| n == "lm_head.weight").unwrap().1 = embed;
+            tensors
+        },
+        |_| {},
+    );
+    let a = load_llama::<B>(tied.path(), DType::F64).unwrap();
+    let b = load_llama::<B>(untied_copy.path(), DType::F64).unwrap();
+    let ids = Tensor::<B, 2, Int>::from_data([[1, 5, 9, 2]], &Default::default());
+    let mask = ids.ones_like();
+    let diff = max_abs_diff(&values(a.forward(ids.clone(), mask.clone())), &values(b.forward(ids, mask)));
+    assert!(diff < 1e-12, "{diff}");
+}
+
+#[test]
+fn older_llama_configs_with_a_top_level_rope_theta_load_the_same() {
+    let dir = edited_model(
+        "llama",
+        |t| t,
+        |c| {
+            let theta = c["rope_parameters"]["rope_theta"].clone();
+            c.as_object_mut().unwrap().remove("rope_parameters");
+            c["rope_theta"] = theta;
+        },
+    );
+    logits_match_the_fixture("llama", dir.path());
+}
+
+#[test]
+fn sharded_checkpoints_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture("bart");
+    let checkpoint = rag_hf::Checkpoint::open(&src).unwrap();
+    let names: Vec<String> = checkpoint.names().map(str::to_string).collect();
+    let mut map = serde_json::Map::new();
+    for (part, chunk) in names.chunks(names.len().div_ceil(2)).enumerate() {
+        let file = format!("model-0000{}-of-00002.safetensors", part + 1);
+        let tensors: Vec<_> = chunk.iter().map(|n| (n.clone(), checkpoint.read(n).unwrap())).collect();
+        rag_hf::write_safetensors(&dir.path().join(&file), &tensors).unwrap();
+        for n in chunk {
+            map.insert(n.clone(), file.clone().into());
+        }
+    }
+    let index = serde_json::json!({ "metadata": {}, "weight_map": map });
+    std::fs::write(dir.path().join("model.safetensors.index.json"), index.to_string()).unwrap();
+    for extra in ["config.json", "generation_config.json"] {
+        std::fs::copy(src.join(extra), dir.path().join(extra)).unwrap();
+    }
+    logits_match_the_fixture("bart", dir.path());
+}
+
+/// The model in `dir`, edited from fixture `component` into another layout, computes the
+/// fixture's logits (whose parity with HF is `rag-parity`'s test) to the last bit, in f64.
+fn logits_match_the_fixture(component: &str, dir: &std::path::Path) {
+    let device = Default::default();
+    let ids = Tensor::<B, 2, Int>::from_data([[0, 5, 9, 12, 2]], &device);
+    let mask = ids.ones_like();
+    let logits = |at: &std::path::Path| match component {
+        "bart" => load_bart::<B>(at, DType::F64).unwrap().forward(BartBatch {
+            input_ids: ids.clone(),
+            attention_mask: mask.clone(),
+            decoder_input_ids: ids.clone(),
+            decoder_attention_mask: None,
+        }),
+        _ => load_llama::<B>(at, DType::F64).unwrap().forward(ids.clone(), mask.clone()),
+    };
+    let diff = max_abs_diff(&values(logits(dir)), &values(logits(&fixture(component))));
+    assert_eq!(diff, 0.0, "{component} in another layout");
 }

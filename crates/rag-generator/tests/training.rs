@@ -7,8 +7,8 @@ use burn::module::Module;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor};
 use common::Ad;
+use rag_check::gradcheck::{ToF64, directional_derivative};
 use rag_generator::{Bart, BartBatch, BartConfig, Llama, LlamaConfig, Padded, PaddingSide};
-use rag_parity::gradcheck::{ToF64, directional_derivative};
 
 fn ids(rows: &[Vec<u32>], side: PaddingSide, pad: u32) -> (Tensor<Ad, 2, Int>, Tensor<Ad, 2, Int>) {
     Padded::new(rows, pad, side).tensors::<Ad>(&Default::default())

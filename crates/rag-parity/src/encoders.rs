@@ -9,8 +9,8 @@ use rag_hf::{Checkpoint, Loader};
 use rag_retriever::{BertConfig, BertModel, Encoder, EncoderOptions, Pooling, TextTokenizer, TokenBatch, WeightLayout};
 use serde::Deserialize;
 
-use crate::fixture::{Array, FixtureError, read_json};
-use crate::report::{ComponentReport, Errors, values};
+use rag_check::{Array, FixtureError, read_json};
+use rag_check::{ComponentReport, Errors, values};
 
 /// The absolute tolerance the retriever issue sets: 1e-4 in f32; in f64 the computation is
 /// held to 1e-9 (the fixtures are float64 outputs of float32 weights, so f64 must match closely).

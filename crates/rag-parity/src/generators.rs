@@ -17,8 +17,8 @@ use rag_hf::{Checkpoint, Loader};
 use serde_json::{Map, Value};
 
 use crate::encoders::{compare, empty_report, field, shaped};
-use crate::fixture::{Array, FixtureError, read_json};
-use crate::report::{ComponentReport, Errors};
+use rag_check::{Array, FixtureError, read_json};
+use rag_check::{ComponentReport, Errors};
 
 type Expected = Map<String, Value>;
 

@@ -9,23 +9,22 @@
 //! them. [`Component`] lists what exists; [`check`] runs one and returns a [`ComponentReport`].
 
 mod encoders;
-mod fixture;
 mod generators;
-pub mod gradcheck;
 mod losses;
 mod rag;
-mod report;
 
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{DType, backend::AutodiffBackend};
 
 pub use encoders::{check_bert, check_dpr, check_minilm, encoder_tolerance};
-pub use fixture::{Array, FixtureError};
 pub use generators::{check_bart, check_llama, llama_tolerance};
-pub use losses::{LossCase, LossKind, LossOutputs, check_losses, load_loss_cases, run_loss_case};
+pub use losses::{LossOutputs, check_losses, run_loss_case};
 pub use rag::{RagFixture, check_rag, rag_tolerances};
-pub use report::{ComponentReport, Errors, max_abs_diff, relative_error, values};
+pub use rag_check::{
+    Array, ComponentReport, Errors, FixtureError, LossCase, LossKind, gradcheck, load_loss_cases, max_abs_diff,
+    relative_error, values,
+};
 
 /// A component of the fixture format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

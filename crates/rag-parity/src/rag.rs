@@ -17,9 +17,9 @@ use rag_generator::{ConfigFile, GenerationConfig, generate};
 use serde_json::{Map, Value};
 
 use crate::encoders::field;
-use crate::fixture::{Array, FixtureError, read_json};
 use crate::generators::{array, compare_tokens, int_tensor};
-use crate::report::{ComponentReport, Errors, relative_error, values};
+use rag_check::{Array, FixtureError, read_json};
+use rag_check::{ComponentReport, Errors, relative_error, values};
 
 /// Relative tolerances the issue sets: doc scores and losses 1e-4 and the gradient 1e-3 in f32;
 /// 1e-9 for everything in f64.

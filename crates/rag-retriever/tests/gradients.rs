@@ -9,7 +9,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{DType, Tensor};
 use common::{Ad, values};
-use rag_parity::gradcheck::{ToF64, directional_derivative};
+use rag_check::gradcheck::{ToF64, directional_derivative};
 use rag_retriever::{BertConfig, BiEncoder, Encoder, Pooling, TokenBatch};
 
 type Grads = <Ad as AutodiffBackend>::Gradients;

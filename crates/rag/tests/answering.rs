@@ -190,7 +190,7 @@ fn sequence_decoding_of_a_decoder_only_lm_matches_a_brute_force_reference() {
 }
 
 fn loss_of(model: &RagModel<Flex>, knowledge: &Knowledge) -> Vec<f64> {
-    rag_parity::values(model.loss(knowledge, &QUESTIONS, &ANSWERS).unwrap().per_example)
+    rag_check::values(model.loss(knowledge, &QUESTIONS, &ANSWERS).unwrap().per_example)
 }
 
 #[test]
@@ -212,7 +212,7 @@ fn a_saved_model_loads_back_with_the_same_losses_answers_and_index() {
         assert_eq!(before, after, "{arch:?}");
         // In f64 the weights are the f32 values widened: the losses agree to f32 rounding.
         let wide = RagModel::<Flex>::load(&dir, &Default::default(), DType::F64).unwrap().model;
-        let diff = rag_parity::max_abs_diff(&loss_of(&wide, &knowledge), &loss_of(&w.model, &w.knowledge));
+        let diff = rag_check::max_abs_diff(&loss_of(&wide, &knowledge), &loss_of(&w.model, &w.knowledge));
         assert!(diff < 1e-4, "{arch:?}: {diff}");
     }
 }

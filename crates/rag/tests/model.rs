@@ -10,7 +10,7 @@ use burn::tensor::{DType, Tensor};
 use common::{ANSWERS, Ad, Arch, PASSAGES, QUESTIONS, config, world};
 use rag::rag_index::{FlatIndex, Metric, NO_ID, PassageStore};
 use rag::{RagConfig, RagLoss, RagModel};
-use rag_parity::gradcheck::directional_derivative;
+use rag_check::gradcheck::directional_derivative;
 
 /// Trainable parameter tensors, and how many of them got a non-zero gradient.
 struct GradCount<'a, B: AutodiffBackend> {
@@ -26,7 +26,7 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for GradCount<'_, B> {
         }
         self.params += 1;
         if let Some(g) = param.val().grad(self.grads) {
-            let max = rag_parity::values(g.abs().max()).into_iter().fold(0.0, f64::max);
+            let max = rag_check::values(g.abs().max()).into_iter().fold(0.0, f64::max);
             if max > 0.0 {
                 self.nonzero += 1;
             }
@@ -139,9 +139,9 @@ fn training_the_document_encoder_re_encodes_the_retrieved_passages() {
     let b = trained.model.loss(&trained.knowledge, &QUESTIONS, &ANSWERS).unwrap();
     // Re-encoded passages score as their stored (f32) vectors do: the same passages, the same
     // tokenization as the index build.
-    let diff = rag_parity::max_abs_diff(
-        &rag_parity::values(a.retrieval.doc_scores.clone()),
-        &rag_parity::values(b.retrieval.doc_scores.clone()),
+    let diff = rag_check::max_abs_diff(
+        &rag_check::values(a.retrieval.doc_scores.clone()),
+        &rag_check::values(b.retrieval.doc_scores.clone()),
     );
     assert!(diff < 1e-5, "doc scores differ by {diff}");
     let [(q_params, q_nonzero), (d_params, d_nonzero), _] = grads_by_part(&trained.model, b.loss);
@@ -195,7 +195,7 @@ fn generator_grads(model: &RagModel<Ad>, loss: Tensor<Ad, 1>) -> Vec<f64> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Ad, D>>) {
             if let Some(g) = param.val().grad(self.grads) {
                 assert_eq!(g.dtype(), DType::F32, "master gradients are f32");
-                self.out.extend(rag_parity::values(g));
+                self.out.extend(rag_check::values(g));
             }
         }
     }
@@ -218,7 +218,7 @@ fn a_half_precision_generator_forward_trains_the_f32_weights_with_an_f32_loss() 
             let model = w.model.clone().with_config(config).unwrap();
             let half = model.loss(&w.knowledge, &QUESTIONS, &ANSWERS).unwrap();
             assert_eq!(half.loss.dtype(), DType::F32, "the loss is computed in f32");
-            let (a, b) = (rag_parity::values(full.loss.clone())[0], rag_parity::values(half.loss.clone())[0]);
+            let (a, b) = (rag_check::values(full.loss.clone())[0], rag_check::values(half.loss.clone())[0]);
             assert!(((a - b) / a).abs() < tolerance, "{arch:?} {loss:?} {precision:?}: loss {b} vs f32 {a}");
             // The gradient reaches the f32 weights through the casts: the same direction.
             let grads = generator_grads(&model, half.loss);

@@ -18,7 +18,7 @@ pub fn fixture(component: &str) -> PathBuf {
     Path::new(FIXTURES).join(component)
 }
 
-pub use rag_parity::{max_abs_diff, values};
+pub use rag_check::{max_abs_diff, values};
 
 pub fn load_bart<Bk: Backend>(dir: &Path, dtype: DType) -> rag_generator::Result<Bart<Bk>> {
     let config = BartConfig::from_file(&dir.join("config.json"))?;

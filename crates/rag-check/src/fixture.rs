@@ -72,7 +72,7 @@ impl<T> Array<T> {
 }
 
 /// Reads and parses a JSON fixture file.
-pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, FixtureError> {
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, FixtureError> {
     let text = std::fs::read_to_string(path).map_err(|source| FixtureError::Io { path: path.to_path_buf(), source })?;
     serde_json::from_str(&text).map_err(|e| FixtureError::Json {
         path: path.to_path_buf(),

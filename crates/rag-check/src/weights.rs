@@ -1,0 +1,26 @@
+//! Where the real weights that some checks need are found.
+
+use std::path::PathBuf;
+
+/// The real all-MiniLM-L6-v2 directory, from `RAG_MINILM_DIR` or the default location of
+/// `scripts/fetch-minilm.sh`; `None` (with the reason printed) when it is not there.
+pub fn minilm_dir() -> Option<PathBuf> {
+    let dir = match std::env::var_os("RAG_MINILM_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+            cache.join("rag-fixtures/all-MiniLM-L6-v2")
+        }
+    };
+    if dir.join("model.safetensors").is_file() {
+        Some(dir)
+    } else {
+        println!(
+            "skipped: no all-MiniLM-L6-v2 weights at {} (run scripts/fetch-minilm.sh, or set RAG_MINILM_DIR)",
+            dir.display()
+        );
+        None
+    }
+}
