@@ -43,4 +43,4 @@ pub use loader::{Loader, Weights, init_embedding, init_linear};
 pub use module_file::{
     ModulePath, cast_module, cast_module_in_graph, copy_module, load_module, module_tensors, save_module,
 };
-pub use write::{write_atomic, write_safetensors};
+pub use write::{sync_dir, write_atomic, write_safetensors};

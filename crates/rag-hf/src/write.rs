@@ -1,5 +1,6 @@
 //! Writing tensors as a safetensors file, atomically.
 
+use std::io::Write;
 use std::path::Path;
 
 use burn::tensor::{DType, TensorData};
@@ -8,8 +9,8 @@ use safetensors::tensor::{Dtype, TensorView};
 use crate::{HfError, Result};
 
 /// Writes `tensors` (name, data) to `path` in the safetensors format that HF reads. F32, F64,
-/// F16 and BF16 data keep their dtype. The file is written next to `path` and renamed into
-/// place, so a crash never leaves a truncated checkpoint.
+/// F16 and BF16 data keep their dtype. Written as [`write_atomic`] writes, so neither a crash nor
+/// a power loss leaves a truncated checkpoint.
 pub fn write_safetensors(path: &Path, tensors: &[(String, TensorData)]) -> Result<()> {
     let malformed = |message: String| HfError::Write { path: path.to_path_buf(), message };
     let views = tensors
@@ -27,17 +28,44 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, TensorData)]) -> Resul
             Ok((name.clone(), view))
         })
         .collect::<Result<Vec<_>>>()?;
-    let tmp = path.with_extension("safetensors.tmp");
-    safetensors::serialize_to_file(views, None, &tmp).map_err(|e| malformed(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|source| HfError::Io { path: path.to_path_buf(), source })
+    atomically(path, |tmp| safetensors::serialize_to_file(views, None, tmp).map_err(|e| malformed(e.to_string())))
 }
 
-/// Writes `bytes` to `path` atomically: to a temporary file beside it, then renamed over it, so a
-/// crash leaves the old file or the new one, never a truncated one.
+/// Writes `bytes` to `path` atomically and durably: into a temporary file of its own (a unique
+/// name in the same directory, so concurrent writers never share one), synced to disk, renamed
+/// over `path`, and the directory synced after the rename. A crash or a power loss leaves the
+/// old file or the new one, never a truncated one; a failed write (a full disk) leaves the old
+/// file untouched and no temporary file, and the error names the path.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    let tmp = path.with_file_name(name);
-    std::fs::write(&tmp, bytes).map_err(|source| HfError::Io { path: tmp.clone(), source })?;
-    std::fs::rename(&tmp, path).map_err(|source| HfError::Io { path: path.to_path_buf(), source })
+    atomically(path, |tmp| {
+        let io = |source| HfError::Io { path: tmp.to_path_buf(), source };
+        let mut file = std::fs::OpenOptions::new().write(true).truncate(true).open(tmp).map_err(io)?;
+        file.write_all(bytes).map_err(io)
+    })
+}
+
+/// Runs `write` on a fresh temporary file beside `path`, then syncs it, renames it over `path`
+/// and syncs the directory. The temporary file is removed if anything fails.
+fn atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HfError + '_ {
+        move |source| HfError::Io { path: path.to_path_buf(), source }
+    }
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(path.file_name().unwrap_or_default());
+    prefix.push(".");
+    let tmp = tempfile::Builder::new().prefix(&prefix).suffix(".tmp").tempfile_in(dir).map_err(io(path))?;
+    write(tmp.path())?;
+    tmp.as_file().sync_all().map_err(io(tmp.path()))?;
+    tmp.persist(path).map_err(|e| HfError::Io { path: path.to_path_buf(), source: e.error })?;
+    sync_dir(dir).map_err(io(dir))
+}
+
+/// Makes a rename in `dir` durable (POSIX: fsync the directory). Elsewhere a directory cannot
+/// be opened for syncing, and the rename is as durable as the platform makes it.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    if cfg!(unix) { std::fs::File::open(dir)?.sync_all() } else { Ok(()) }
 }

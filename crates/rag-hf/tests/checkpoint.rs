@@ -108,3 +108,46 @@ fn copy_module_moves_weights_between_backends_by_path_and_refuses_another_shape(
     let err = rag_hf::copy_module(&from, net::<Flex>(5, 0.0, &Default::default())).unwrap_err();
     assert!(matches!(&err, HfError::ShapeMismatch { name, .. } if name == "first.weight"), "{err}");
 }
+
+/// Writers of the same file at once each get their own temporary file: every write succeeds and
+/// the file ends as one writer's bytes, whole (with one fixed `.tmp` name, a writer renamed away
+/// another's half-written file, or failed to find its own).
+#[test]
+fn concurrent_atomic_writes_never_mix_or_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("report.json");
+    let contents: Vec<Vec<u8>> = (0..4u8).map(|w| vec![b'a' + w; 256 * 1024]).collect();
+    std::thread::scope(|scope| {
+        for bytes in &contents {
+            let path = &path;
+            scope.spawn(move || {
+                for _ in 0..25 {
+                    rag_hf::write_atomic(path, bytes).unwrap();
+                }
+            });
+        }
+    });
+    let written = std::fs::read(&path).unwrap();
+    assert!(contents.contains(&written), "the file is one writer's bytes, whole");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("report.json")], "no temporary file is left");
+}
+
+/// A write that fails leaves the previous file as it was and no temporary file, and the error
+/// names the path.
+#[test]
+fn a_failed_atomic_write_keeps_the_old_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    let tensor = |v: f32| vec![("w".to_string(), burn::tensor::TensorData::new(vec![v; 4], [2, 2]))];
+    rag_hf::write_safetensors(&path, &tensor(1.0)).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let ints = vec![("w".to_string(), burn::tensor::TensorData::new(vec![1i64; 4], [2, 2]))];
+    let err = rag_hf::write_safetensors(&path, &ints).unwrap_err().to_string();
+    assert!(err.contains("model.safetensors") && err.contains("cannot be written"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    let missing = dir.path().join("no-such-dir").join("report.json");
+    let err = rag_hf::write_atomic(&missing, b"{}").unwrap_err().to_string();
+    assert!(err.contains("no-such-dir"), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file is left");
+}

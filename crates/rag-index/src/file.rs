@@ -24,7 +24,10 @@ impl AtomicFile {
         let name = path.file_name().ok_or_else(|| IndexError::io(path, std::io::Error::other("not a file path")))?;
         let mut tmp_name = std::ffi::OsString::from(".");
         tmp_name.push(name);
-        tmp_name.push(format!(".tmp.{}", std::process::id()));
+        // Unique per writer: the process id, and a counter for writers in the same process.
+        static WRITERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let writer = WRITERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tmp_name.push(format!(".tmp.{}.{writer}", std::process::id()));
         let tmp = path.with_file_name(tmp_name);
         let file = File::create(&tmp).map_err(|e| IndexError::io(&tmp, e))?;
         Ok(Self { path: path.to_path_buf(), tmp, writer: Some(BufWriter::with_capacity(1 << 20, file)) })

@@ -221,6 +221,27 @@ fn save_load_round_trip_per_kind() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
 }
 
+/// Threads saving the same index file at once each write their own temporary file: every save
+/// succeeds and the file loads (one temporary name per process let two writers truncate and
+/// rename each other's file).
+#[test]
+fn concurrent_saves_of_one_file_all_succeed_and_leave_a_whole_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.rix");
+    let index = filled(Box::new(FlatIndex::new(16, Metric::InnerProduct).unwrap()), 3000);
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                for _ in 0..10 {
+                    index.save(&path).unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(open_index(&path).unwrap().len(), index.len());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file is left");
+}
+
 fn corrupt_variants(path: &Path) -> Vec<(&'static str, Vec<u8>)> {
     let good = std::fs::read(path).unwrap();
     let mut out =

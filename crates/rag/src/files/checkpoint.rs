@@ -134,6 +134,9 @@ impl<B: Backend> RagModel<B> {
             std::fs::rename(dir, &old).map_err(io(dir))?;
         }
         std::fs::rename(&staging, dir).map_err(io(dir))?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            rag_hf::sync_dir(parent).map_err(io(parent))?;
+        }
         if old.exists() {
             std::fs::remove_dir_all(&old).map_err(io(&old))?;
         }
