@@ -123,6 +123,7 @@ fn eval_on<B: Backend>(args: EvalArgs, device: &B::Device, spec: DeviceSpec) -> 
     let (model, knowledge, dir) = load::<B>(&args.model, device)?;
     let dev = args.dev.clone().unwrap_or_else(|| args.model.run.join("data").join("test.jsonl"));
     let mut examples = read_qa_jsonl(&dev)?;
+    rag::check_gold_ids(&dev, &examples, &knowledge.store)?;
     if let Some(limit) = args.limit {
         examples.truncate(limit);
     }

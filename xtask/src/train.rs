@@ -212,7 +212,11 @@ fn train<B: Backend>(args: TrainArgs, device: &B::Device, spec: DeviceSpec) -> R
     let config = args.config(spec)?;
     // The embedded task's models are initialized on the CPU, so every backend starts from the
     // same weights.
-    let report = experiment::run::<Autodiff<B>, Flex>(&config, device)?;
+    let report = experiment::run::<Autodiff<B>, Flex>(&config, device).map_err(|e| match e {
+        // The library names its config's fields; here they are flags.
+        rag::RagError::Input { field, message } => anyhow::anyhow!("--{}: {message}", field.replace('_', "-")),
+        other => other.into(),
+    })?;
     print_summary(&report);
     println!("{}", config.run_dir.join("report.json").display());
     Ok(ExitCode::SUCCESS)

@@ -42,7 +42,9 @@ pub use embedded::synthetic::{SyntheticConfig, SyntheticPassage, SyntheticTask, 
 pub use error::{RagError, Result};
 pub use files::checkpoint::{CHECKPOINT_FORMAT, CHECKPOINT_VERSION, LoadedRag};
 pub use files::hf_rag::{HfRag, HfRagConfig, Marginalization, hf_loss};
-pub use files::qa::{QaExample, exact_match, f1_score, has_answer, normalize_answer, read_qa_jsonl, write_qa_jsonl};
+pub use files::qa::{
+    QaExample, check_gold_ids, exact_match, f1_score, has_answer, normalize_answer, read_qa_jsonl, write_qa_jsonl,
+};
 pub use model::config::{ContextFormat, LsrOptions, Precision, RagConfig, RagLoss};
 pub use model::context::{PassageText, seq2seq_text};
 pub use model::indexing::{index_store, refresh_index};

@@ -62,6 +62,35 @@ pub fn read_qa_jsonl(path: &Path) -> Result<Vec<QaExample>> {
     Ok(examples)
 }
 
+/// Checks that every gold id of `examples` (as [`read_qa_jsonl`] read them from `path`) names a
+/// passage of `store`: a gold id the store lacks would count as a miss in every recall without a
+/// word. The error names the file and line.
+pub fn check_gold_ids(path: &Path, examples: &[QaExample], store: &rag_index::PassageStore) -> Result<()> {
+    if examples.iter().all(|e| e.gold.is_none()) {
+        return Ok(());
+    }
+    // The reader makes one example of each non-blank line, in order.
+    let text = std::fs::read_to_string(path).map_err(|source| RagError::Io { path: path.to_path_buf(), source })?;
+    let lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, _)| i + 1);
+    for (example, line) in examples.iter().zip(lines) {
+        if let Some(id) = example.gold
+            && store.get(id)?.is_none()
+        {
+            return Err(RagError::Data {
+                path: path.to_path_buf(),
+                line,
+                message: format!(
+                    "gold passage {id} is not in the passage store {} ({} passages): was the file written for \
+                     another corpus?",
+                    store.path().display(),
+                    store.len()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Writes examples as the JSONL [`read_qa_jsonl`] reads (`gold` included when known),
 /// atomically.
 pub fn write_qa_jsonl(path: &Path, examples: &[QaExample]) -> Result<()> {
@@ -165,5 +194,22 @@ mod tests {
         assert_eq!(read[0].gold, Some(7));
         write_qa_jsonl(&path, &read).unwrap();
         assert_eq!(read_qa_jsonl(&path).unwrap(), read, "round trip");
+    }
+
+    #[test]
+    fn a_gold_id_the_store_lacks_is_an_error_naming_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut builder = rag_index::StoreBuilder::create(&dir.path().join("store")).unwrap();
+        builder.push(Some(3), "t", "three").unwrap();
+        builder.push(Some(4), "t", "four").unwrap();
+        let store = builder.finish().unwrap();
+        let path = dir.path().join("dev.jsonl");
+        let line = |gold: u64| format!("{{\"question\": \"q\", \"answers\": [\"a\"], \"gold\": {gold}}}\n");
+        std::fs::write(&path, format!("{}\n{}{}", line(3), line(4), line(9))).unwrap();
+        let examples = read_qa_jsonl(&path).unwrap();
+        let err = check_gold_ids(&path, &examples, &store).unwrap_err().to_string();
+        assert!(err.contains("dev.jsonl:4: gold passage 9 is not in the passage store"), "{err}");
+        std::fs::write(&path, format!("{}{}", line(3), line(4))).unwrap();
+        check_gold_ids(&path, &read_qa_jsonl(&path).unwrap(), &store).unwrap();
     }
 }

@@ -178,6 +178,33 @@ impl ExperimentConfig {
         }
     }
 
+    /// Refuses settings that would run but not do what they say: a document encoder that trains
+    /// but is never re-encoded into the index, a retriever that starts after the last step.
+    pub fn validate(&self) -> Result<()> {
+        if self.train_doc_encoder && self.refresh_every == 0 {
+            return Err(input(
+                "refresh_every",
+                "0 with train_doc_encoder: the document encoder would train but the index would never be \
+                 re-encoded with it (give the steps between refreshes)",
+            ));
+        }
+        let steps = self.steps.unwrap_or(recipe_defaults(self.recipe).0);
+        if let Some(start) = self.retriever_start
+            && self.recipe.trains_retriever()
+            && start >= steps
+        {
+            return Err(input(
+                "retriever_start",
+                format!(
+                    "{start} with {steps} steps: recipe {} would never train its retriever (start below the \
+                     step count, or use ra-dit-lm, which trains the LM alone)",
+                    self.recipe
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn embedded(&self) -> bool {
         matches!(self.data, ExperimentData::Embedded { .. })
     }
@@ -322,6 +349,7 @@ impl<B: Backend> Stage<B> {
 /// and copied to `device`, so every backend starts from the same weights.
 pub fn run<AB: AutodiffBackend, I: Backend>(config: &ExperimentConfig, device: &AB::Device) -> Result<RunReport> {
     let started = Instant::now();
+    config.validate()?;
     let args = config;
     let recipe = args.recipe;
     let name = &args.name;
@@ -708,4 +736,23 @@ fn rows<B: Backend>(recipe: Recipe, stages: &[Stage<B>], bm25: Metrics) -> BTree
 fn with_recipe<B: Backend>(model: RagModel<B>, recipe: Recipe, n_docs: usize) -> Result<RagModel<B>> {
     let config = RagConfig { loss: recipe.loss(), n_docs, ..model.config().clone() };
     model.with_config(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_that_would_silently_do_nothing_are_refused_naming_the_field() {
+        let base = ExperimentConfig::new(Recipe::RagToken, "unused");
+        base.validate().unwrap();
+        let never_refreshed = ExperimentConfig { train_doc_encoder: true, refresh_every: 0, ..base.clone() };
+        let err = never_refreshed.validate().unwrap_err().to_string();
+        assert!(err.starts_with("refresh_every: 0 with train_doc_encoder"), "{err}");
+        let late = ExperimentConfig { steps: Some(100), retriever_start: Some(100), ..base.clone() };
+        let err = late.validate().unwrap_err().to_string();
+        assert!(err.starts_with("retriever_start: 100 with 100 steps"), "{err}");
+        // RA-DIT's LM fine-tuning trains no retriever: a late start changes nothing there.
+        ExperimentConfig { recipe: Recipe::RaDitLm, ..late }.validate().unwrap();
+    }
 }

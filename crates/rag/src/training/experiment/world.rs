@@ -13,7 +13,7 @@ use super::{ExperimentConfig, ExperimentData};
 use crate::error::{WithContext, input};
 use crate::{
     ContextFormat, EmbeddedConfig, EmbeddedSetup, Generator, GeneratorKind, Knowledge, QaExample, RagConfig, RagModel,
-    Recipe, Result, SyntheticConfig, index_store, read_qa_jsonl,
+    Recipe, Result, SyntheticConfig, check_gold_ids, index_store, read_qa_jsonl,
 };
 
 /// Builds a fresh model for a recipe with `n_docs` passages.
@@ -106,7 +106,10 @@ fn files<AB: AutodiffBackend>(config: &ExperimentConfig, device: &AB::Device) ->
     builder
         .ingest(&files.corpus, &IngestOptions::default())
         .within(|| format!("ingesting {}", files.corpus.display()))?;
-    let passages = builder.finish()?.len();
+    let store = builder.finish()?;
+    check_gold_ids(&files.train, &train, &store)?;
+    check_gold_ids(&files.dev, &eval, &store)?;
+    let passages = store.len();
     let parts = Arc::new(Parts {
         tokenizer: TextTokenizer::from_file(files.retriever.join("tokenizer.json"), Some(256))?,
         gen_tokenizer: GeneratorTokenizer::from_file(files.generator.join("tokenizer.json"))?,
