@@ -26,9 +26,15 @@ pub struct TrainArgs {
     /// Where runs are written.
     #[arg(long, default_value = "runs")]
     pub runs_dir: PathBuf,
-    /// Continue every stage of the run from its newest checkpoint.
+    /// Continue every stage of the run from its newest checkpoint. A stage whose settings (steps,
+    /// learning rates, recipe, passages, a data file's content...) differ from its checkpoint's is
+    /// refused, naming each change.
     #[arg(long)]
     pub resume: bool,
+    /// With --resume: continue from the checkpoints even though settings changed, on purpose
+    /// (each stage goes on with the new settings from its checkpoint's step).
+    #[arg(long, requires = "resume")]
+    pub allow_changed_resume: bool,
     /// Seed of the data order, dropout and the initial weights.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -160,6 +166,7 @@ impl TrainArgs {
             device: spec.to_string(),
             data,
             resume: self.resume,
+            resume_despite_changes: self.allow_changed_resume,
             seed: self.seed,
             steps: self.steps,
             batch_size: self.batch_size,

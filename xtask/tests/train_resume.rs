@@ -79,6 +79,16 @@ fn a_run_killed_mid_training_and_resumed_matches_an_uninterrupted_one() {
     assert_eq!(losses(&runs.path().join("whole")), losses(&cut), "every logged loss, each step once");
     assert_eq!(a["after"], b["after"], "the same final evaluation");
     assert_eq!(a["before"], b["before"]);
+
+    // A resume with a setting that shapes the run changed is refused, naming it; on purpose it
+    // goes on.
+    let changed = train(runs.path(), "cut", &["--resume", "--generator-lr", "0.001"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&changed.stderr);
+    assert!(!changed.status.success(), "{stderr}");
+    assert!(stderr.contains("not the one that wrote the checkpoint") && stderr.contains("lr was 0.002, is now 0.001"));
+    let forced = ["--resume", "--generator-lr", "0.001", "--allow-changed-resume"];
+    let forced = train(runs.path(), "cut", &forced).output().unwrap();
+    assert!(forced.status.success(), "{}", String::from_utf8_lossy(&forced.stderr));
 }
 
 #[test]

@@ -21,6 +21,18 @@ pub enum TrainerError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A resumed run whose settings differ from those its checkpoint was written with.
+    #[error(
+        "{checkpoint}: this run is not the one that wrote the checkpoint: {}; resuming would not continue the \
+         same run (start afresh without resume, or set `resume_despite_changes` to resume on purpose)",
+        changes.iter().map(|(field, old, new)| format!("{field} was {old}, is now {new}")).collect::<Vec<_>>().join("; ")
+    )]
+    ChangedRun {
+        /// The checkpoint directory.
+        checkpoint: PathBuf,
+        /// Each differing setting: its name, the checkpoint's value, this run's value.
+        changes: Vec<(String, String, String)>,
+    },
     /// A checkpoint or a metrics file is damaged or of another format.
     #[error("{path}: {message}")]
     Malformed {

@@ -76,6 +76,16 @@ pub struct TrainerConfig {
     pub progress: bool,
     /// A name for progress lines.
     pub label: String,
+    /// What else shapes the run besides these settings, named by the caller (the recipe, a hash
+    /// of each data file, the model's options...). Saved in every checkpoint; a resume checks it
+    /// as it checks the settings.
+    #[serde(default)]
+    pub run_identity: BTreeMap<String, String>,
+    /// Resume even when a setting that shapes the run (or the run identity) differs from the
+    /// checkpoint's, on purpose: the run continues with the new settings from the checkpoint's
+    /// step. Without it such a resume is refused ([`TrainerError::ChangedRun`]).
+    #[serde(default)]
+    pub resume_despite_changes: bool,
 }
 
 impl Default for TrainerConfig {
@@ -97,11 +107,61 @@ impl Default for TrainerConfig {
             refresh_every: 0,
             progress: true,
             label: "train".into(),
+            run_identity: BTreeMap::new(),
+            resume_despite_changes: false,
         }
     }
 }
 
+/// Settings that change what is logged or kept, not what the run computes: a resume may change
+/// them.
+const NOT_SHAPING: [&str; 7] =
+    ["eval_every", "checkpoint_every", "keep_checkpoints", "log_every", "progress", "label", "resume_despite_changes"];
+
 impl TrainerConfig {
+    /// Every setting that shapes the run (all but [`NOT_SHAPING`]) that differs between `self`
+    /// (a checkpoint's) and `new`: (name, old value, new value), names as paths into the config
+    /// (`groups[1].lr`, `run_identity.train`).
+    pub fn changes_to(&self, new: &TrainerConfig) -> Vec<(String, String, String)> {
+        fn flatten(prefix: String, value: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    for (k, v) in map {
+                        let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                        flatten(path, v, out);
+                    }
+                }
+                serde_json::Value::Array(items) => {
+                    for (i, v) in items.iter().enumerate() {
+                        flatten(format!("{prefix}[{i}]"), v, out);
+                    }
+                }
+                other => {
+                    out.insert(prefix, other.to_string());
+                }
+            }
+        }
+        let shaping = |config: &TrainerConfig| {
+            let mut value = serde_json::to_value(config).expect("the config serializes");
+            let map = value.as_object_mut().expect("a struct");
+            for key in NOT_SHAPING {
+                map.remove(key);
+            }
+            let mut out = BTreeMap::new();
+            flatten(String::new(), &value, &mut out);
+            out
+        };
+        let (old, new) = (shaping(self), shaping(new));
+        let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+        let absent = || "absent".to_string();
+        keys.into_iter()
+            .filter(|k| old.get(*k) != new.get(*k))
+            .map(|k| {
+                (k.clone(), old.get(k).cloned().unwrap_or_else(absent), new.get(k).cloned().unwrap_or_else(absent))
+            })
+            .collect()
+    }
+
     /// The learning-rate schedule.
     pub fn schedule(&self) -> Schedule {
         Schedule { warmup_steps: self.warmup_steps, total_steps: self.steps, decay: self.decay }
@@ -252,22 +312,9 @@ impl Trainer {
         let (mut step, position, mut train_seconds, mut seen, mut log, window) = match &checkpoint {
             Some(dir) => {
                 let state = read_state(dir)?;
-                if (state.config.batch_size, state.config.grad_accumulation, state.config.seed)
-                    != (cfg.batch_size, cfg.grad_accumulation, cfg.seed)
-                {
-                    return Err(TrainerError::Malformed {
-                        path: dir.join("trainer.json"),
-                        message: format!(
-                            "the checkpoint was written with batch_size {}, grad_accumulation {}, seed {}; this run has \
-                             {}, {}, {}: resuming would not continue the same run",
-                            state.config.batch_size,
-                            state.config.grad_accumulation,
-                            state.config.seed,
-                            cfg.batch_size,
-                            cfg.grad_accumulation,
-                            cfg.seed
-                        ),
-                    });
+                let changes = state.config.changes_to(cfg);
+                if !changes.is_empty() && !cfg.resume_despite_changes {
+                    return Err(TrainerError::ChangedRun { checkpoint: dir.clone(), changes });
                 }
                 model = rag_hf::load_module(model, &dir.join("model.safetensors"), None)?;
                 optim.load_state(&dir.join("optimizer.safetensors"), &state.optimizer_steps, &device)?;

@@ -306,7 +306,23 @@ fn a_checkpoint_of_another_run_is_refused_with_the_reason() {
     Trainer::new(config(5), dir.path()).fit(mlp(), &mut Regression::new(), &points(), false).unwrap();
     let other = TrainerConfig { batch_size: 3, ..config(10) };
     let err = Trainer::new(other, dir.path()).fit(mlp(), &mut Regression::new(), &points(), true).unwrap_err();
-    assert!(err.to_string().contains("batch_size 4"), "{err}");
+    let err = err.to_string();
+    assert!(err.contains("batch_size was 4, is now 3") && err.contains("steps was 5, is now 10"), "{err}");
+    // Every setting that shapes the run is compared, by name: a learning rate, the caller's
+    // identity of the data (a changed file's hash).
+    let mut lr = config(5);
+    lr.groups[1].lr = 5e-3;
+    lr.run_identity.insert("train".into(), "sha256:bbbb".into());
+    let err = Trainer::new(lr.clone(), dir.path()).fit(mlp(), &mut Regression::new(), &points(), true).unwrap_err();
+    let err = err.to_string();
+    assert!(err.contains("groups[1].lr was 0.01, is now 0.005"), "{err}");
+    assert!(err.contains("run_identity.train was absent, is now \"sha256:bbbb\""), "{err}");
+    // What changes only the logs may change; a change on purpose resumes.
+    let quieter = TrainerConfig { log_every: 5, eval_every: 0, progress: false, ..config(5) };
+    Trainer::new(quieter, dir.path()).fit(mlp(), &mut Regression::new(), &points(), true).unwrap();
+    let on_purpose = TrainerConfig { resume_despite_changes: true, ..lr };
+    let resumed = Trainer::new(on_purpose, dir.path()).fit(mlp(), &mut Regression::new(), &points(), true).unwrap();
+    assert_eq!(resumed.summary.resumed_from, Some(5));
     // A damaged trainer.json.
     let latest = Trainer::new(config(5), dir.path()).latest_checkpoint().unwrap().unwrap();
     std::fs::write(latest.join("trainer.json"), b"{\"format\": 3").unwrap();

@@ -90,6 +90,10 @@ pub struct ExperimentConfig {
     pub data: ExperimentData,
     /// Continue every stage from its newest checkpoint.
     pub resume: bool,
+    /// Resume even when a setting that shapes a stage (steps, rates, recipe, a data file's
+    /// content...) differs from its checkpoint's; without it such a resume is refused, naming
+    /// each change.
+    pub resume_despite_changes: bool,
     /// Seeds the data order, dropout and the initial weights.
     pub seed: u64,
     /// Optimizer steps of the main training (default: the recipe's, [`recipe_defaults`]).
@@ -154,6 +158,7 @@ impl ExperimentConfig {
             device: "cpu".into(),
             data: ExperimentData::Embedded { entities: crate::SyntheticConfig::default().entities },
             resume: false,
+            resume_despite_changes: false,
             seed: 0,
             steps: None,
             batch_size: 16,
@@ -424,7 +429,7 @@ pub fn run<AB: AutodiffBackend, I: Backend>(config: &ExperimentConfig, device: &
         generation: rag_generator::GenerationConfig { max_new_tokens: Some(12), ..world.generation.clone() },
         passages: PassageSource::Retrieved,
     };
-    let trainer_config = |label: &str, steps: u64, groups| TrainerConfig {
+    let trainer_config = |label: &str, steps: u64, groups, run_identity| TrainerConfig {
         steps,
         batch_size: args.batch_size,
         grad_accumulation: args.grad_accumulation,
@@ -440,6 +445,8 @@ pub fn run<AB: AutodiffBackend, I: Backend>(config: &ExperimentConfig, device: &
         refresh_every: if args.train_doc_encoder { args.refresh_every } else { 0 },
         progress: args.progress,
         label: label.to_string(),
+        run_identity,
+        resume_despite_changes: args.resume_despite_changes,
         ..TrainerConfig::default()
     };
     let train_docs = args.train_doc_encoder && recipe.trains_retriever();
@@ -481,8 +488,20 @@ pub fn run<AB: AutodiffBackend, I: Backend>(config: &ExperimentConfig, device: &
                 retriever_start: start,
                 ..GroupOptions::new(rlr, glr)
             });
-            let trainer = Trainer::new(trainer_config(spec.name, spec.steps, groups), run_dir.join(spec.name));
             let tested_docs = model.config().n_docs;
+            // What shapes this stage besides the trainer's own settings, checked on resume.
+            let mut identity = world.identity.clone();
+            identity.extend([
+                ("recipe".to_string(), spec.recipe.name().to_string()),
+                ("reads".to_string(), spec.passages.name().to_string()),
+                ("freeze_retriever".to_string(), spec.freeze_retriever.to_string()),
+                ("n_docs".to_string(), spec.train_docs.unwrap_or(tested_docs).to_string()),
+                ("train_doc_encoder".to_string(), model.config().train_document_encoder.to_string()),
+                ("precision".to_string(), format!("{:?}", model.config().generator_precision).to_lowercase()),
+                ("examples".to_string(), world::sha256_examples(data.train)),
+            ]);
+            let config = trainer_config(spec.name, spec.steps, groups, identity);
+            let trainer = Trainer::new(config, run_dir.join(spec.name));
             let model = match spec.train_docs {
                 Some(k) => with_recipe(model, spec.recipe, k)?,
                 None => model,

@@ -1,6 +1,8 @@
 //! What an experiment trains on: the embedded task, or the user's files and pretrained models.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use burn::tensor::DType;
@@ -36,6 +38,9 @@ pub(super) struct World<AB: AutodiffBackend> {
     pub generation: GenerationConfig,
     pub build: Builder<AB>,
     pub knowledge_for: KnowledgeFor<AB::InnerBackend>,
+    /// What identifies the data and models (the embedded task's size; the user's files by
+    /// content hash, the model directories by path): part of every stage's run identity.
+    pub identity: BTreeMap<String, String>,
 }
 
 impl<AB: AutodiffBackend> World<AB> {
@@ -77,6 +82,10 @@ fn embedded<AB: AutodiffBackend, I: Backend>(
             Ok(rag_hf::copy_module(&init, s2.model::<AB>(r, k, seed, &device)?)?)
         }),
         knowledge_for: Box::new(move |m| s3.knowledge(m)),
+        identity: BTreeMap::from([
+            ("data".to_string(), "embedded".to_string()),
+            ("entities".to_string(), entities.to_string()),
+        ]),
     })
 }
 
@@ -107,6 +116,13 @@ fn files<AB: AutodiffBackend>(config: &ExperimentConfig, device: &AB::Device) ->
         .ingest(&files.corpus, &IngestOptions::default())
         .within(|| format!("ingesting {}", files.corpus.display()))?;
     let store = builder.finish()?;
+    let mut identity = BTreeMap::from([("data".to_string(), "files".to_string())]);
+    for (name, path) in [("corpus", &files.corpus), ("train", &files.train)] {
+        identity.insert(name.to_string(), sha256_file(path)?);
+    }
+    for (name, path) in [("retriever", &files.retriever), ("generator", &files.generator)] {
+        identity.insert(name.to_string(), path.display().to_string());
+    }
     check_gold_ids(&files.train, &train, &store)?;
     check_gold_ids(&files.dev, &eval, &store)?;
     let passages = store.len();
@@ -136,6 +152,7 @@ fn files<AB: AutodiffBackend>(config: &ExperimentConfig, device: &AB::Device) ->
         generation: probe.generator().generation_config(),
         build: Box::new(move |r, k| parts.build(&device, r, k)),
         knowledge_for: Box::new(knowledge_for),
+        identity,
     })
 }
 
@@ -169,4 +186,37 @@ impl Parts {
         let config = RagConfig { n_docs, loss: recipe.loss(), context, ..RagConfig::default() };
         RagModel::new(bi, generator, self.tokenizer.clone(), self.gen_tokenizer.clone(), config)
     }
+}
+
+/// `sha256:<hex>` of a file's bytes, read in blocks.
+fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::Digest;
+    let io = |source| crate::RagError::Io { path: path.to_path_buf(), source };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut block = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut block).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&block[..n]);
+    }
+    Ok(format!("sha256:{}", hex(&hasher.finalize())))
+}
+
+/// `sha256:<hex>` of examples (question, answers, gold), in order.
+pub(super) fn sha256_examples(examples: &[QaExample]) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    for e in examples {
+        let line = serde_json::json!([e.question, e.answers, e.gold]).to_string();
+        hasher.update(line.as_bytes());
+        hasher.update(b"\n");
+    }
+    format!("sha256:{}", hex(&hasher.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
