@@ -70,6 +70,38 @@ fn dpr_tsv_with_quotes_and_any_column_order() {
     assert!(err.to_string().contains("nohead.tsv:1:") && err.to_string().contains("`id`"), "{err}");
 }
 
+/// DPR's own `psgs_w100.tsv` header and quoting (Python's `csv` with a tab delimiter): a quoted
+/// field may hold a tab, a newline or doubled quotes, and a row is numbered by the line it starts
+/// on (split on tabs per line, such rows broke into wrong fields).
+#[test]
+fn dpr_tsv_quoted_fields_hold_tabs_and_newlines() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = concat!(
+        "id\ttext\ttitle\n",
+        "1\t\"Aaron Aaron ( or ; \"\"Ahärôn\"\") is a prophet, high priest, and the brother of Moses.\"\tAaron\n",
+        "2\t\"a cell\twith a tab\"\t\"Tab, the title\"\n",
+        "3\t\"two\nlines\"\tLines\n",
+        "4\tafter the multi-line row\tFour\n",
+        "5\tonly two fields\n",
+    );
+    let input = write(dir.path(), "psgs_w100.tsv", text.as_bytes());
+    let options = IngestOptions { on_malformed: OnMalformed::Skip, ..IngestOptions::default() };
+    let (store, report) = build(dir.path(), &input, &options).unwrap();
+    assert_eq!(
+        store.get(1).unwrap().unwrap().text,
+        "Aaron Aaron ( or ; \"Ahärôn\") is a prophet, high priest, and the brother of Moses."
+    );
+    let two = store.get(2).unwrap().unwrap();
+    assert_eq!((two.text, two.title), ("a cell\twith a tab", "Tab, the title"));
+    assert_eq!(store.get(3).unwrap().unwrap().text, "two\nlines");
+    assert_eq!(store.get(4).unwrap().unwrap().title, "Four");
+    assert_eq!((report.documents, report.passages, report.skipped_malformed), (4, 4, 1));
+    // Row 5 starts on line 7: line 5 holds the second line of row 3.
+    assert!(report.examples[0].contains("psgs_w100.tsv:7: 2 tab-separated fields, the header has 3"), "{report:?}");
+    let err = build(dir.path(), &input, &IngestOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("psgs_w100.tsv:7:"), "{err}");
+}
+
 #[test]
 fn chunking_keeps_titles_and_numbers_passages() {
     let dir = tempfile::tempdir().unwrap();

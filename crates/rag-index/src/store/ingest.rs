@@ -86,7 +86,8 @@ pub struct IngestOptions {
 /// retrieved usefully, so it is skipped and counted, not treated as an error.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct IngestReport {
-    /// Lines read (the TSV header and blank JSONL lines included).
+    /// Lines read (JSONL, blank lines included) or rows (TSV, the header included; a quoted field
+    /// may span lines).
     pub lines: u64,
     /// Documents parsed.
     pub documents: u64,
@@ -230,15 +231,31 @@ impl StoreBuilder {
         let file = File::open(path).map_err(|e| IndexError::io(path, e))?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         let bar = progress::bytes_bar(size, "ingesting passages");
-        let mut reader = BufReader::with_capacity(1 << 20, file);
         let mut report = IngestReport::default();
+        match format {
+            InputFormat::Jsonl => self.ingest_jsonl(file, path, options, &mut report, &bar)?,
+            InputFormat::DprTsv => self.ingest_tsv(file, path, options, &mut report, &bar)?,
+        }
+        bar.finish_and_clear();
+        Ok(report)
+    }
+
+    /// JSONL: one record per line; blank lines are skipped.
+    fn ingest_jsonl(
+        &mut self,
+        file: File,
+        path: &Path,
+        options: &IngestOptions,
+        report: &mut IngestReport,
+        bar: &indicatif::ProgressBar,
+    ) -> Result<()> {
+        let mut reader = BufReader::with_capacity(1 << 20, file);
         let mut line = Vec::new();
-        let mut columns: Option<TsvColumns> = None;
         loop {
             line.clear();
             let n = reader.read_until(b'\n', &mut line).map_err(|e| IndexError::io(path, e))?;
             if n == 0 {
-                break;
+                return Ok(());
             }
             bar.inc(n as u64);
             report.lines += 1;
@@ -246,88 +263,127 @@ impl StoreBuilder {
             while matches!(line.last(), Some(b'\n' | b'\r')) {
                 line.pop();
             }
-            let parsed =
-                match std::str::from_utf8(&line) {
-                    Err(e) => Err(format!("invalid UTF-8 at byte {} of the line (0-based)", e.valid_up_to())),
-                    Ok(s) => match format {
-                        InputFormat::Jsonl if s.trim().is_empty() => continue,
-                        InputFormat::Jsonl => parse_jsonl(s),
-                        InputFormat::DprTsv => match &columns {
-                            None => {
-                                columns = Some(TsvColumns::from_header(s).map_err(|message| {
-                                    IndexError::Malformed { path: path.to_path_buf(), line: lineno, message }
-                                })?);
-                                continue;
-                            }
-                            Some(c) => c.parse(s),
-                        },
-                    },
-                };
-            let doc = match parsed {
-                Ok(doc) => doc,
-                Err(message) => {
-                    if options.on_malformed == OnMalformed::Fail {
-                        return Err(IndexError::Malformed { path: path.to_path_buf(), line: lineno, message });
-                    }
-                    report.skipped_malformed += 1;
-                    note(&mut report, path, lineno, &message);
-                    continue;
-                }
+            let parsed = match std::str::from_utf8(&line) {
+                Err(e) => Err(format!("invalid UTF-8 at byte {} of the line (0-based)", e.valid_up_to())),
+                Ok(s) if s.trim().is_empty() => continue,
+                Ok(s) => parse_jsonl(s),
             };
-            report.documents += 1;
-            if doc.text.trim().is_empty() {
-                report.skipped_empty += 1;
-                note(&mut report, path, lineno, "empty text");
-                continue;
-            }
-            let mut store = |id: Option<u64>, text: &str, report: &mut IngestReport| -> Result<()> {
-                match self.push_raw(id, &doc.title, text)? {
-                    Ok(_) => report.passages += 1,
-                    Err((id, first_row)) if options.on_duplicate == OnDuplicate::KeepFirst => {
-                        report.skipped_duplicate += 1;
-                        note(
-                            report,
-                            path,
-                            lineno,
-                            &format!("duplicate id {id} (first stored as passage #{first_row})"),
-                        );
-                    }
-                    Err((id, first_row)) => {
-                        return Err(IndexError::DuplicatePassage {
-                            path: path.to_path_buf(),
-                            line: lineno,
-                            id,
-                            first_row: first_row as u64,
-                        });
-                    }
-                }
-                Ok(())
-            };
-            match options.chunking {
-                None => store(doc.id, &doc.text, &mut report)?,
-                Some(c) => {
-                    let words: Vec<&str> = doc.text.split_whitespace().collect();
-                    let mut start = 0;
-                    loop {
-                        let end = (start + c.words).min(words.len());
-                        store(None, &words[start..end].join(" "), &mut report)?;
-                        if end == words.len() {
-                            break;
-                        }
-                        start += c.stride;
-                    }
-                }
-            }
+            self.add_parsed(parsed, path, lineno, options, report)?;
         }
-        if format == InputFormat::DprTsv && columns.is_none() {
+    }
+
+    /// DPR's TSV, read by the `csv` crate with DPR's (Python `csv`'s) quoting: a quoted field
+    /// may hold tabs, newlines and doubled quotes. Rows are numbered by the line they start on.
+    fn ingest_tsv(
+        &mut self,
+        file: File,
+        path: &Path,
+        options: &IngestOptions,
+        report: &mut IngestReport,
+        bar: &indicatif::ProgressBar,
+    ) -> Result<()> {
+        let mut reader = csv::ReaderBuilder::new()
+            .delimiter(b'\t')
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(BufReader::with_capacity(1 << 20, file));
+        let mut record = csv::ByteRecord::new();
+        let mut columns: Option<TsvColumns> = None;
+        loop {
+            let more = reader.read_byte_record(&mut record).map_err(|e| {
+                let line = e.position().map_or(0, csv::Position::line);
+                match e.into_kind() {
+                    csv::ErrorKind::Io(e) => IndexError::io(path, e),
+                    other => IndexError::Malformed { path: path.to_path_buf(), line, message: format!("{other:?}") },
+                }
+            })?;
+            if !more {
+                break;
+            }
+            bar.set_position(reader.position().byte());
+            report.lines += 1;
+            let lineno = record.position().map_or(report.lines, csv::Position::line);
+            let Some(c) = &columns else {
+                columns = Some(TsvColumns::from_header(&record).map_err(|message| IndexError::Malformed {
+                    path: path.to_path_buf(),
+                    line: lineno,
+                    message,
+                })?);
+                continue;
+            };
+            let parsed = c.parse(&record);
+            self.add_parsed(parsed, path, lineno, options, report)?;
+        }
+        if columns.is_none() {
             return Err(IndexError::Malformed {
                 path: path.to_path_buf(),
                 line: 1,
                 message: "empty file: no TSV header line".into(),
             });
         }
-        bar.finish_and_clear();
-        Ok(report)
+        Ok(())
+    }
+
+    /// Stores one parsed record (chunked if asked), or skips and counts it as the options say.
+    fn add_parsed(
+        &mut self,
+        parsed: std::result::Result<Doc, String>,
+        path: &Path,
+        lineno: u64,
+        options: &IngestOptions,
+        report: &mut IngestReport,
+    ) -> Result<()> {
+        let doc = match parsed {
+            Ok(doc) => doc,
+            Err(message) => {
+                if options.on_malformed == OnMalformed::Fail {
+                    return Err(IndexError::Malformed { path: path.to_path_buf(), line: lineno, message });
+                }
+                report.skipped_malformed += 1;
+                note(report, path, lineno, &message);
+                return Ok(());
+            }
+        };
+        report.documents += 1;
+        if doc.text.trim().is_empty() {
+            report.skipped_empty += 1;
+            note(report, path, lineno, "empty text");
+            return Ok(());
+        }
+        let mut store = |id: Option<u64>, text: &str, report: &mut IngestReport| -> Result<()> {
+            match self.push_raw(id, &doc.title, text)? {
+                Ok(_) => report.passages += 1,
+                Err((id, first_row)) if options.on_duplicate == OnDuplicate::KeepFirst => {
+                    report.skipped_duplicate += 1;
+                    note(report, path, lineno, &format!("duplicate id {id} (first stored as passage #{first_row})"));
+                }
+                Err((id, first_row)) => {
+                    return Err(IndexError::DuplicatePassage {
+                        path: path.to_path_buf(),
+                        line: lineno,
+                        id,
+                        first_row: first_row as u64,
+                    });
+                }
+            }
+            Ok(())
+        };
+        match options.chunking {
+            None => store(doc.id, &doc.text, report)?,
+            Some(c) => {
+                let words: Vec<&str> = doc.text.split_whitespace().collect();
+                let mut start = 0;
+                loop {
+                    let end = (start + c.words).min(words.len());
+                    store(None, &words[start..end].join(" "), report)?;
+                    if end == words.len() {
+                        break;
+                    }
+                    start += c.stride;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Writes the tables and header and moves the file into place.
@@ -425,7 +481,7 @@ fn parse_jsonl(s: &str) -> std::result::Result<Doc, String> {
     Ok(Doc { id, title: d.title.unwrap_or_default(), text: d.text })
 }
 
-/// Column positions of a DPR TSV file, from its header line.
+/// Column positions of a DPR TSV file, from its header row.
 struct TsvColumns {
     n: usize,
     id: usize,
@@ -433,9 +489,18 @@ struct TsvColumns {
     title: usize,
 }
 
+/// Field `i` of a TSV row as text.
+fn field_text(record: &csv::ByteRecord, i: usize, name: &str) -> std::result::Result<String, String> {
+    let bytes = record.get(i).unwrap_or_default();
+    String::from_utf8(bytes.to_vec())
+        .map_err(|e| format!("field `{name}`: invalid UTF-8 at byte {} (0-based)", e.utf8_error().valid_up_to()))
+}
+
 impl TsvColumns {
-    fn from_header(s: &str) -> std::result::Result<Self, String> {
-        let names: Vec<&str> = s.split('\t').map(str::trim).collect();
+    fn from_header(record: &csv::ByteRecord) -> std::result::Result<Self, String> {
+        let names = (0..record.len())
+            .map(|i| field_text(record, i, "header").map(|n| n.trim().to_string()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         let find = |name: &str| {
             names.iter().position(|n| n.eq_ignore_ascii_case(name)).ok_or_else(|| {
                 format!("the TSV header {names:?} has no `{name}` column (DPR's header is `id<TAB>text<TAB>title`)")
@@ -444,35 +509,14 @@ impl TsvColumns {
         Ok(Self { n: names.len(), id: find("id")?, text: find("text")?, title: find("title")? })
     }
 
-    fn parse(&self, s: &str) -> std::result::Result<Doc, String> {
-        let fields: Vec<&str> = s.split('\t').collect();
-        if fields.len() != self.n {
-            return Err(format!("{} tab-separated fields, the header has {}", fields.len(), self.n));
+    fn parse(&self, record: &csv::ByteRecord) -> std::result::Result<Doc, String> {
+        if record.len() != self.n {
+            return Err(format!("{} tab-separated fields, the header has {}", record.len(), self.n));
         }
         Ok(Doc {
-            id: Some(parse_id_str(&unquote(fields[self.id]))?),
-            title: unquote(fields[self.title]),
-            text: unquote(fields[self.text]),
+            id: Some(parse_id_str(&field_text(record, self.id, "id")?)?),
+            title: field_text(record, self.title, "title")?,
+            text: field_text(record, self.text, "text")?,
         })
-    }
-}
-
-/// CSV-style quoting, as Python's `csv` module writes DPR's TSV: `"a ""b"" c"` is `a "b" c`.
-fn unquote(field: &str) -> String {
-    match field.strip_prefix('"').and_then(|f| f.strip_suffix('"')) {
-        Some(inner) if field.len() >= 2 => inner.replace("\"\"", "\""),
-        _ => field.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unquotes_csv_style_fields() {
-        assert_eq!(unquote(r#""Aaron ( or ; ""Ahärôn"") is""#), r#"Aaron ( or ; "Ahärôn") is"#);
-        assert_eq!(unquote("plain"), "plain");
-        assert_eq!(unquote("\""), "\"");
     }
 }
