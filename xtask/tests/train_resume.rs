@@ -33,7 +33,11 @@ fn train(runs: &Path, name: &str, extra: &[&str]) -> Command {
 }
 
 fn losses(run: &Path) -> Vec<(u64, f64)> {
-    std::fs::read_to_string(run.join("main").join("metrics.jsonl"))
+    stage_losses(run, "main")
+}
+
+fn stage_losses(run: &Path, stage: &str) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(run.join(stage).join("metrics.jsonl"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
@@ -188,4 +192,116 @@ fn ra_dit_lsr_runs_its_copy_read_lm_and_lsr_stages_and_reports_its_teacher() {
     assert!(report["teacher"]["exact_match"].is_number(), "the teacher's gold-passage exact match is reported");
     // The LM stage trained on three slots and was measured on the model's four.
     assert!(report["stages"]["lm"]["test"]["recall_at_1"].is_number());
+}
+
+/// Words of the user-data world below: few enough for the fixtures' vocabularies (97 and 101).
+const ENTITIES: [&str; 8] = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"];
+const VALUES: [&str; 8] = ["red", "blue", "green", "black", "white", "pink", "gray", "gold"];
+
+/// A user's data as `--corpus/--train/--dev/--retriever/--generator` take it, written by the test:
+/// HF-format models from the fixtures (a BERT and a BART, with the BART's dropout on in training)
+/// with word-level tokenizers over the words above.
+fn user_world(dir: &Path) -> Vec<std::ffi::OsString> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let copy = |from: &str, to: &Path, files: &[&str]| {
+        std::fs::create_dir_all(to).unwrap();
+        for f in files {
+            std::fs::copy(root.join(from).join(f), to.join(f)).unwrap();
+        }
+    };
+    let (retriever, generator) = (dir.join("retriever"), dir.join("generator"));
+    copy("crates/rag-retriever/tests/fixtures/hf/bert", &retriever, &["config.json", "model.safetensors"]);
+    copy("crates/rag-generator/tests/fixtures/hf/bart", &generator, &["config.json", "model.safetensors"]);
+    let mut passages = String::new();
+    let (mut train, mut dev) = (String::new(), String::new());
+    for (i, (e, v)) in ENTITIES.iter().zip(VALUES).enumerate() {
+        passages.push_str(&format!("{{\"id\": {i}, \"title\": \"{e}\", \"text\": \"{e} likes {v} .\"}}\n"));
+        let q = format!("{{\"question\": \"what does {e} like ?\", \"answers\": [\"{v}\"], \"gold\": {i}}}\n");
+        if i < 6 { train.push_str(&q) } else { dev.push_str(&q) }
+    }
+    let texts: Vec<String> = passages.lines().chain(train.lines()).chain(dev.lines()).map(str::to_string).collect();
+    rag_retriever::TextTokenizer::word_level(&texts, 1, 32).unwrap().save(&retriever.join("tokenizer.json")).unwrap();
+    let mut vocab = serde_json::Map::new();
+    let words = ["<s>", "<pad>", "</s>", "<unk>", "likes", ".", "what", "does", "like", "?", "/", "//"];
+    for w in words.iter().chain(&ENTITIES).chain(&VALUES) {
+        vocab.insert(w.to_string(), vocab.len().into());
+    }
+    let added: Vec<Value> = words[..4]
+        .iter()
+        .enumerate()
+        .map(|(id, w)| {
+            serde_json::json!({"id": id, "content": w, "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    let tokenizer = serde_json::json!({"version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}});
+    std::fs::write(generator.join("tokenizer.json"), tokenizer.to_string()).unwrap();
+    let files = [("corpus.jsonl", passages), ("train.jsonl", train), ("dev.jsonl", dev)];
+    for (name, text) in &files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    for (flag, path) in [
+        ("--corpus", dir.join("corpus.jsonl")),
+        ("--train", dir.join("train.jsonl")),
+        ("--dev", dir.join("dev.jsonl")),
+        ("--retriever", retriever),
+        ("--generator", generator),
+    ] {
+        args.push(flag.into());
+        args.push(path.into());
+    }
+    args
+}
+
+fn user_train(runs: &Path, name: &str, world: &[std::ffi::OsString], extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(["train", "--runs-dir"]).arg(runs).args(["--name", name]).args(world);
+    cmd.args(["--n-docs", "2", "--steps", "12", "--batch-size", "3", "--checkpoint-every", "4", "--eval-every", "0"]);
+    cmd.args(["--progress", "false"]).args(extra);
+    cmd
+}
+
+fn all_losses(run: &Path) -> Vec<(String, u64, f64)> {
+    ["main", "frozen_retriever", "closed_book"]
+        .iter()
+        .flat_map(|stage| stage_losses(run, stage).into_iter().map(|(s, l)| (stage.to_string(), s, l)))
+        .collect()
+}
+
+/// With dropout (a pretrained generator) every stage draws from the backend's one RNG: a run
+/// repeats itself exactly and, killed mid-training and resumed, ends as an uninterrupted one
+/// (the baselines ran on a second thread beside the main stage, and two identical runs logged
+/// different losses).
+#[test]
+fn a_user_data_run_with_dropout_repeats_itself_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = user_world(dir.path());
+    let runs = dir.path().join("runs");
+    for name in ["first", "second"] {
+        let out = user_train(&runs, name, &world, &[]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let first = all_losses(&runs.join("first"));
+    assert!(first.iter().filter(|(s, _, _)| s == "main").count() >= 1, "{first:?}");
+    assert_eq!(first, all_losses(&runs.join("second")), "two identical runs log the same losses");
+
+    let cut = runs.join("cut");
+    let mut child = user_train(&runs, "cut", &world, &[]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let latest = cut.join("main").join("checkpoints").join("latest");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !std::fs::read_to_string(&latest).is_ok_and(|s| s.trim() == "step-00000008") {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        assert!(Instant::now() < deadline, "no checkpoint at step 8 in time");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let resumed = user_train(&runs, "cut", &world, &["--resume"]).output().unwrap();
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    assert_eq!(report(&cut)["stages"]["main"]["resumed_from"].as_u64().map(|s| s >= 8), Some(true));
+    assert_eq!(first, all_losses(&cut), "the resumed run logs what an uninterrupted one does");
+    assert_eq!(report(&runs.join("first"))["after"], report(&cut)["after"]);
 }

@@ -15,7 +15,8 @@
 //! 4. Beside it, on a second thread: `frozen_retriever` (RAG recipes: the same training with the
 //!    query encoder frozen) and `closed_book` (the generator alone). The embedded models use no
 //!    dropout, so no stage draws from the backend's shared RNG and running them side by side
-//!    changes no result.
+//!    changes no result; models with dropout (your pretrained generator) run them after the
+//!    recipe's stages instead, so that a run repeats and resumes exactly.
 //!
 //! BM25's recall on the same questions is measured first. The trained model is saved under
 //! `<run>/model` with its index, for `cargo xtask eval` and `ask`.
@@ -645,13 +646,21 @@ pub fn run<AB: AutodiffBackend, I: Backend>(config: &ExperimentConfig, device: &
         }
         Ok(chain)
     };
-    let (chain, baselines) = std::thread::scope(|scope| {
-        let baselines = (!side.is_empty()).then(|| {
-            scope.spawn(|| side.into_iter().map(|(spec, model)| run_stage(spec, model)).collect::<Result<Vec<_>>>())
-        });
+    let run_side = |side: Vec<(StageSpec, RagModel<AB>)>| {
+        side.into_iter().map(|(spec, model)| run_stage(spec, model)).collect::<Result<Vec<_>>>()
+    };
+    let (chain, baselines) = if world.draws {
+        // Dropout draws from the process's one backend RNG, which each trainer reseeds per step:
+        // side by side, the stages' draws would interleave and no run would repeat.
         let chain = main_chain(&mut notes);
-        (chain, baselines.map(|handle| handle.join().expect("a baseline stage panicked")))
-    });
+        (chain, (!side.is_empty()).then(|| run_side(side)))
+    } else {
+        std::thread::scope(|scope| {
+            let baselines = (!side.is_empty()).then(|| scope.spawn(|| run_side(side)));
+            let chain = main_chain(&mut notes);
+            (chain, baselines.map(|handle| handle.join().expect("a baseline stage panicked")))
+        })
+    };
     stages.extend(chain?);
     if let Some(baselines) = baselines {
         stages.extend(baselines?);

@@ -41,6 +41,10 @@ pub(super) struct World<AB: AutodiffBackend> {
     /// What identifies the data and models (the embedded task's size; the user's files by
     /// content hash, the model directories by path): part of every stage's run identity.
     pub identity: BTreeMap<String, String>,
+    /// Whether training draws from the backend's random numbers (dropout). The backend's RNG
+    /// is one per process, reseeded by each trainer every step: stages that draw must run one
+    /// after another to be reproducible and to resume exactly.
+    pub draws: bool,
 }
 
 impl<AB: AutodiffBackend> World<AB> {
@@ -86,6 +90,7 @@ fn embedded<AB: AutodiffBackend, I: Backend>(
             ("data".to_string(), "embedded".to_string()),
             ("entities".to_string(), entities.to_string()),
         ]),
+        draws: setup.config.dropout > 0.0,
     })
 }
 
@@ -153,8 +158,12 @@ fn files<AB: AutodiffBackend>(config: &ExperimentConfig, device: &AB::Device) ->
         build: Box::new(move |r, k| parts.build(&device, r, k)),
         knowledge_for: Box::new(knowledge_for),
         identity,
+        draws: FILES_DROPOUT > 0.0,
     })
 }
+
+/// The dropout of a pretrained generator in training (HF's BART default).
+const FILES_DROPOUT: f64 = 0.1;
 
 /// The user's pretrained models and tokenizers.
 struct Parts {
@@ -165,11 +174,12 @@ struct Parts {
 }
 
 impl Parts {
-    /// A model from the files: the retriever as both encoders, the generator with dropout 0.1.
+    /// A model from the files: the retriever as both encoders, the generator with dropout
+    /// [`FILES_DROPOUT`].
     fn build<B: Backend>(&self, device: &B::Device, recipe: Recipe, n_docs: usize) -> Result<RagModel<B>> {
         let encoder = Encoder::<B>::from_pretrained(&self.retriever, &EncoderOptions::default(), device, DType::F32)?;
         let bi = BiEncoder::separate(encoder.clone(), encoder)?;
-        let generator = Generator::<B>::from_pretrained(&self.generator, 0.1, device, DType::F32)?;
+        let generator = Generator::<B>::from_pretrained(&self.generator, FILES_DROPOUT, device, DType::F32)?;
         let decoder_only = generator.kind() == GeneratorKind::DecoderOnly;
         if recipe.decoder_only() != decoder_only {
             return Err(input(
