@@ -99,8 +99,10 @@ impl GeneratorTokenizer {
         if !file.is_file() {
             return Err(GeneratorError::Tokenizer { path: file, message: "no such file".into() });
         }
-        let inner = Tokenizer::from_file(&file)
-            .map_err(|e| GeneratorError::Tokenizer { path: file.clone(), message: e.to_string() })?;
+        let inner = rag_hf::read_tokenizer(&file).map_err(|e| match e {
+            rag_hf::HfError::Tokenizer { message, .. } => GeneratorError::Tokenizer { path: file.clone(), message },
+            other => other.into(),
+        })?;
         Ok(Self { inner, path: file })
     }
 

@@ -13,6 +13,14 @@ pub enum HfError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A `tokenizer.json` that the `tokenizers` crate cannot read.
+    #[error("{path}: {message}")]
+    Tokenizer {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// A JSON file (config, sharded-checkpoint index) is not valid JSON or lacks a field.
     #[error("{path}:{line}:{column}: {message}")]
     Json {

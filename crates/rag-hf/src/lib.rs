@@ -38,7 +38,7 @@ mod write;
 pub use activation::Activation;
 pub use checkpoint::{Checkpoint, WEIGHTS_FILE, WEIGHTS_INDEX_FILE};
 pub use error::{HfError, Result};
-pub use json::read_json;
+pub use json::{read_json, read_tokenizer};
 pub use loader::{Loader, Weights, init_embedding, init_linear};
 pub use module_file::{
     ModulePath, cast_module, cast_module_in_graph, copy_module, load_module, module_tensors, save_module,

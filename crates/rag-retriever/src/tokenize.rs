@@ -141,7 +141,10 @@ impl TextTokenizer {
         if !path.is_file() {
             return Err(fail("no such file".into()));
         }
-        let inner = Tokenizer::from_file(&path).map_err(|e| fail(e.to_string()))?;
+        let inner = rag_hf::read_tokenizer(&path).map_err(|e| match e {
+            rag_hf::HfError::Tokenizer { message, .. } => fail(message),
+            other => other.into(),
+        })?;
         Self::from_tokenizer(inner, path.clone(), max_len)
     }
 

@@ -75,6 +75,6 @@ pub use optim::{
 pub use plot::{Series, line_plot, plot_history};
 pub use schedule::{Decay, Schedule};
 pub use trainer::{
-    CHECKPOINT_FORMAT, CHECKPOINT_VERSION, StepOutcome, TrainSummary, TrainTask, Trained, Trainer, TrainerConfig,
-    latest_checkpoint,
+    CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointState, StepOutcome, TrainSummary, TrainTask, Trained, Trainer,
+    TrainerConfig, latest_checkpoint, read_checkpoint,
 };

@@ -249,19 +249,29 @@ pub const CHECKPOINT_FORMAT: &str = "rag-trainer-checkpoint";
 /// Its version.
 pub const CHECKPOINT_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct TrainerState {
-    format: String,
-    version: u32,
-    step: u64,
-    data: DataPosition,
-    train_seconds: f64,
-    examples: u64,
-    optimizer_steps: BTreeMap<String, u64>,
+/// A checkpoint's `trainer.json`: where the run was and with which settings
+/// ([`read_checkpoint`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointState {
+    /// [`CHECKPOINT_FORMAT`].
+    pub format: String,
+    /// [`CHECKPOINT_VERSION`].
+    pub version: u32,
+    /// Optimizer steps done.
+    pub step: u64,
+    /// Where the data order stands.
+    pub data: DataPosition,
+    /// Seconds of training so far.
+    pub train_seconds: f64,
+    /// Examples consumed so far.
+    pub examples: u64,
+    /// AdamW's step count per parameter, by module path.
+    pub optimizer_steps: BTreeMap<String, u64>,
     /// The loss sum and micro-batch count since the last `metrics.jsonl` line, so a resumed
     /// run logs the same means.
-    window: (f64, u64),
-    config: TrainerConfig,
+    pub window: (f64, u64),
+    /// The settings the run was written with.
+    pub config: TrainerConfig,
 }
 
 /// Runs training in a run directory: `metrics.jsonl`, `checkpoints/`, plots.
@@ -311,7 +321,7 @@ impl Trainer {
         let checkpoint = if resume { latest_checkpoint(&self.dir)? } else { None };
         let (mut step, position, mut train_seconds, mut seen, mut log, window) = match &checkpoint {
             Some(dir) => {
-                let state = read_state(dir)?;
+                let state = read_checkpoint(dir)?;
                 let changes = state.config.changes_to(cfg);
                 if !changes.is_empty() && !cfg.resume_despite_changes {
                     return Err(TrainerError::ChangedRun { checkpoint: dir.clone(), changes });
@@ -385,7 +395,7 @@ impl Trainer {
             }
             progress.update(step, &format!("loss {loss_now:.4} |g| {norm:.3}"));
             if step % cfg.checkpoint_every == 0 || step == cfg.steps {
-                let state = TrainerState {
+                let state = CheckpointState {
                     format: CHECKPOINT_FORMAT.into(),
                     version: CHECKPOINT_VERSION,
                     step,
@@ -567,7 +577,7 @@ impl Trainer {
         &self,
         model: &M,
         optim: &AdamW<impl Backend>,
-        mut state: TrainerState,
+        mut state: CheckpointState,
     ) -> Result<PathBuf> {
         let root = self.dir.join("checkpoints");
         std::fs::create_dir_all(&root).map_err(io(&root))?;
@@ -620,10 +630,12 @@ pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>> {
     Ok(Some(dir))
 }
 
-fn read_state(dir: &Path) -> Result<TrainerState> {
+/// Reads and checks a checkpoint directory's `trainer.json` (format, version, settings). A
+/// missing, malformed or foreign file is an error naming it.
+pub fn read_checkpoint(dir: &Path) -> Result<CheckpointState> {
     let path = dir.join("trainer.json");
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-    let state: TrainerState = serde_json::from_str(&text).map_err(|e| TrainerError::Malformed {
+    let state: CheckpointState = serde_json::from_str(&text).map_err(|e| TrainerError::Malformed {
         path: path.clone(),
         message: format!("not a trainer checkpoint: {e}"),
     })?;

@@ -40,7 +40,7 @@ pub use decoding::search::{RagTokenDecoder, RagTokenState, rag_sequence_fast, ra
 pub use embedded::setup::{EmbeddedConfig, EmbeddedSetup};
 pub use embedded::synthetic::{SyntheticConfig, SyntheticPassage, SyntheticTask, copy_examples};
 pub use error::{RagError, Result};
-pub use files::checkpoint::{CHECKPOINT_FORMAT, CHECKPOINT_VERSION, LoadedRag};
+pub use files::checkpoint::{CHECKPOINT_FORMAT, CHECKPOINT_VERSION, LoadedRag, ModelManifest, read_manifest};
 pub use files::hf_rag::{HfRag, HfRagConfig, Marginalization, hf_loss};
 pub use files::qa::{
     QaExample, check_gold_ids, exact_match, f1_score, has_answer, normalize_answer, read_qa_jsonl, write_qa_jsonl,

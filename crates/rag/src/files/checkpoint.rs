@@ -39,19 +39,26 @@ const GENERATOR_CONFIG: &str = "generator/config.json";
 const RETRIEVER_TOKENIZER: &str = "retriever_tokenizer.json";
 const GENERATOR_TOKENIZER: &str = "generator_tokenizer.json";
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Manifest {
-    format: String,
-    version: u32,
-    config: RagConfig,
-    pooling: Pooling,
-    normalize: bool,
+/// `rag.json`, a whole-model checkpoint's manifest ([`read_manifest`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelManifest {
+    /// [`CHECKPOINT_FORMAT`].
+    pub format: String,
+    /// [`CHECKPOINT_VERSION`].
+    pub version: u32,
+    /// The model's config.
+    pub config: RagConfig,
+    /// The encoders' pooling.
+    pub pooling: Pooling,
+    /// Whether the encoders L2-normalise.
+    pub normalize: bool,
     /// Whether queries and documents share one encoder.
-    shared_encoder: bool,
-    /// `bart` or `llama`.
-    generator: String,
-    /// The passage store and index the model retrieves from, if recorded.
-    knowledge: Option<KnowledgePaths>,
+    pub shared_encoder: bool,
+    /// The generator's architecture (`bart` or `llama`).
+    pub generator: String,
+    /// The passage store and index the model retrieves from, if recorded (relative to the
+    /// checkpoint directory when they were inside it).
+    pub knowledge: Option<KnowledgePaths>,
 }
 
 #[derive(Deserialize)]
@@ -114,7 +121,7 @@ impl<B: Backend> RagModel<B> {
             };
             KnowledgePaths { store: relative(&k.store), index: relative(&k.index) }
         });
-        let manifest = Manifest {
+        let manifest = ModelManifest {
             format: CHECKPOINT_FORMAT.into(),
             version: CHECKPOINT_VERSION,
             config: self.config().clone(),
@@ -147,35 +154,7 @@ impl<B: Backend> RagModel<B> {
     /// A directory of another format or version, a missing file, or weights that do not fit the
     /// configs is an error naming the file (and the tensor).
     pub fn load(dir: &Path, device: &B::Device, dtype: DType) -> Result<LoadedRag<B>> {
-        let manifest_path = dir.join(MANIFEST);
-        if !manifest_path.is_file() {
-            let hint = if sibling(dir, "old").is_dir() {
-                format!(" (a save was interrupted: the previous checkpoint is in {})", sibling(dir, "old").display())
-            } else {
-                String::new()
-            };
-            return Err(RagError::Io {
-                path: manifest_path,
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("no checkpoint manifest{hint}")),
-            });
-        }
-        let header: Header = rag_hf::read_json(&manifest_path)?;
-        let field = |field: &str, message: String| RagError::Config {
-            path: manifest_path.clone(),
-            field: field.into(),
-            message,
-        };
-        if header.format.as_deref() != Some(CHECKPOINT_FORMAT) {
-            return Err(field("format", format!("expected \"{CHECKPOINT_FORMAT}\": not a rag-rs model checkpoint")));
-        }
-        if header.version != Some(CHECKPOINT_VERSION) {
-            return Err(field(
-                "version",
-                format!("{:?}: this build reads version {CHECKPOINT_VERSION}", header.version),
-            ));
-        }
-        let manifest: Manifest = rag_hf::read_json(&manifest_path)?;
-        manifest.config.validate_at(&manifest_path)?;
+        let manifest = read_manifest(dir)?;
         let encoder = |file: &str| -> Result<Encoder<B>> {
             let config: BertConfig = rag_hf::read_json(&dir.join(file))?;
             Ok(Encoder::init(&config, manifest.pooling, manifest.normalize, device)?)
@@ -187,12 +166,6 @@ impl<B: Backend> RagModel<B> {
             BiEncoder::separate(query, encoder(DOCUMENT_CONFIG)?)?
         };
         let generator_config = dir.join(GENERATOR_CONFIG);
-        if !rag_generator::ARCHITECTURES.contains(&manifest.generator.as_str()) {
-            return Err(field(
-                "generator",
-                format!("`{}`: expected one of {}", manifest.generator, rag_generator::ARCHITECTURES.join(", ")),
-            ));
-        }
         let generator = Generator::from_config_file(&manifest.generator, &generator_config, device)?;
         let passage_tokenizer = TextTokenizer::from_file(dir.join(RETRIEVER_TOKENIZER), None)?;
         let generator_tokenizer = GeneratorTokenizer::from_file(dir.join(GENERATOR_TOKENIZER))?;
@@ -202,4 +175,40 @@ impl<B: Backend> RagModel<B> {
             manifest.knowledge.map(|k| KnowledgePaths { store: dir.join(k.store), index: dir.join(k.index) });
         Ok(LoadedRag { model, knowledge })
     }
+}
+
+/// Reads and checks the manifest (`rag.json`) of a directory written by [`RagModel::save`]: its
+/// format, version, config and generator architecture. A missing, malformed or foreign manifest
+/// is an error naming the file and field.
+pub fn read_manifest(dir: &Path) -> Result<ModelManifest> {
+    let manifest_path = dir.join(MANIFEST);
+    if !manifest_path.is_file() {
+        let hint = if sibling(dir, "old").is_dir() {
+            format!(" (a save was interrupted: the previous checkpoint is in {})", sibling(dir, "old").display())
+        } else {
+            String::new()
+        };
+        return Err(RagError::Io {
+            path: manifest_path,
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("no checkpoint manifest{hint}")),
+        });
+    }
+    let header: Header = rag_hf::read_json(&manifest_path)?;
+    let field =
+        |field: &str, message: String| RagError::Config { path: manifest_path.clone(), field: field.into(), message };
+    if header.format.as_deref() != Some(CHECKPOINT_FORMAT) {
+        return Err(field("format", format!("expected \"{CHECKPOINT_FORMAT}\": not a rag-rs model checkpoint")));
+    }
+    if header.version != Some(CHECKPOINT_VERSION) {
+        return Err(field("version", format!("{:?}: this build reads version {CHECKPOINT_VERSION}", header.version)));
+    }
+    let manifest: ModelManifest = rag_hf::read_json(&manifest_path)?;
+    manifest.config.validate_at(&manifest_path)?;
+    if !rag_generator::ARCHITECTURES.contains(&manifest.generator.as_str()) {
+        return Err(field(
+            "generator",
+            format!("`{}`: expected one of {}", manifest.generator, rag_generator::ARCHITECTURES.join(", ")),
+        ));
+    }
+    Ok(manifest)
 }
