@@ -307,3 +307,52 @@ fn bench_train_prints_throughput_as_json() {
     assert!(result["tokens_per_step"].as_f64().unwrap() > 4.0 * 3.0 * 5.0, "{result}");
     assert!(report.get("reference").is_none(), "no CPU reference of a CPU run");
 }
+
+/// A write that fails halfway (a full disk; here the file-size limit of `ulimit -f`, with
+/// SIGXFSZ ignored so the write returns EFBIG as a full disk returns ENOSPC) leaves the previous
+/// index as it was and no temporary file, and the error names the file.
+#[cfg(unix)]
+#[test]
+fn a_failed_index_save_keeps_the_previous_index_and_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.jsonl");
+    let lines: String = (0..400)
+        .map(|i| format!("{{\"id\": {i}, \"title\": \"t{i}\", \"text\": \"passage number {i} of the corpus\"}}\n"))
+        .collect();
+    std::fs::write(&corpus, lines).unwrap();
+    let store = dir.path().join("corpus.store");
+    assert!(xtask(&["ingest", corpus.to_str().unwrap(), "-o", store.to_str().unwrap()]).status.success());
+    let (encoder, tokenizer) =
+        (format!("{RETRIEVER_FIXTURES}/dpr"), format!("{RETRIEVER_FIXTURES}/../tiny-wordpiece/tokenizer.json"));
+    let index = dir.path().join("corpus.index");
+    let args = [
+        "index",
+        "--store",
+        store.to_str().unwrap(),
+        "--encoder",
+        &encoder,
+        "--tokenizer",
+        &tokenizer,
+        "--max-len",
+        "64",
+        "-o",
+        index.to_str().unwrap(),
+    ];
+    assert!(xtask(&args).status.success());
+    let before = std::fs::read(&index).unwrap();
+    assert!(before.len() > 32 * 1024, "the index must outgrow the limit: {} bytes", before.len());
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 32; exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the save should have failed: {err}");
+    assert!(err.contains("corpus.index") && err.to_lowercase().contains("file too large"), "{err}");
+    assert_eq!(std::fs::read(&index).unwrap(), before, "the previous index is intact");
+    let names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().all(|n| !n.contains(".tmp")), "no temporary file is left: {names:?}");
+}
