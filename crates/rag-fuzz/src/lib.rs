@@ -13,8 +13,8 @@
 //! Inputs are seeded: the same count reruns the same inputs, and an input that panics is written
 //! to `target/fuzz-failures/` before the test fails.
 //!
-//! The one piece of `unsafe` in the workspace is here, in [`CountingAllocator`], which a test
-//! binary installs as its global allocator to measure what each input allocates.
+//! [`CountingAllocator`] is `unsafe` code (as the memory maps of `rag-hf` and `rag-index` are):
+//! a test binary installs it as its global allocator to measure what each input allocates.
 
 #![allow(unsafe_code)]
 

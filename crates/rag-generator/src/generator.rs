@@ -106,6 +106,12 @@ impl<B: Backend> Generator<B> {
     /// Loads a HF checkpoint directory (`config.json` with `model_type` `bart` or `llama`, and
     /// `model.safetensors`, single or sharded).
     pub fn from_pretrained(dir: &Path, dropout: f64, device: &B::Device, dtype: DType) -> Result<Self> {
+        if !dir.join("config.json").is_file()
+            && let Some(gguf) = crate::gguf::find_gguf(dir)
+        {
+            let file = rag_hf::GgufFile::open(gguf)?;
+            return Ok(Self::Llama(crate::gguf::llama_from_gguf(&file, dropout, device, dtype)?.0));
+        }
         let config_path = dir.join("config.json");
         let raw: serde_json::Value = rag_hf::read_json(&config_path)?;
         let checkpoint = rag_hf::Checkpoint::open(dir)?;

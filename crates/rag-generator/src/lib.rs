@@ -44,6 +44,7 @@ mod config;
 mod error;
 mod generation;
 mod generator;
+mod gguf;
 mod llama;
 mod search;
 mod tokenizer;
@@ -56,6 +57,7 @@ pub use generation::{EarlyStopping, GenerationConfig};
 pub use generator::{
     ARCHITECTURES, AnswerLogits, Generator, GeneratorKind, GeneratorState, SpecialTokens, answer_token_log_probs,
 };
+pub use gguf::{find_gguf, llama_config_from_gguf, llama_from_gguf, open_gguf, tokenizer_from_gguf};
 pub use llama::{Llama, LlamaState, Rotary, positions_from_mask};
 pub use search::{DecodeState, Generated, StepModel, generate};
 pub use tokenizer::{GeneratorTokenizer, Padded, PaddingSide};

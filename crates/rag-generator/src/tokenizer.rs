@@ -111,6 +111,11 @@ impl GeneratorTokenizer {
         Self { inner, path: PathBuf::from("<in memory>") }
     }
 
+    /// Wraps a tokenizer built from the file `path` (a GGUF file's metadata), named in errors.
+    pub fn from_tokenizer_at(inner: Tokenizer, path: PathBuf) -> Self {
+        Self { inner, path }
+    }
+
     /// Trains a byte-level BPE tokenizer (GPT-2/BART style: every byte is in the alphabet, so
     /// any text encodes and decodes back exactly) of at most `vocab_size` tokens on `texts`.
     /// `special_tokens` get the first ids, in order (e.g. `["<s>", "<pad>", "</s>", "<unk>"]`

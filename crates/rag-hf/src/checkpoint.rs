@@ -36,6 +36,8 @@ pub struct Checkpoint {
     location: PathBuf,
     shards: Vec<Shard>,
     tensors: BTreeMap<String, Entry>,
+    /// Tensors already in memory ([`Checkpoint::from_tensors`]), with their shapes.
+    memory: BTreeMap<String, (Vec<usize>, TensorData)>,
 }
 
 impl std::fmt::Debug for Checkpoint {
@@ -43,7 +45,7 @@ impl std::fmt::Debug for Checkpoint {
         f.debug_struct("Checkpoint")
             .field("location", &self.location)
             .field("shards", &self.shards.len())
-            .field("tensors", &self.tensors.len())
+            .field("tensors", &(self.tensors.len() + self.memory.len()))
             .finish()
     }
 }
@@ -68,7 +70,7 @@ impl Checkpoint {
         };
         if let Some(file) = file {
             let (shard, tensors) = open_shard(&file, 0)?;
-            return Ok(Self { location: file, shards: vec![shard], tensors });
+            return Ok(Self { location: file, shards: vec![shard], tensors, memory: BTreeMap::new() });
         }
         let index_path = path.join(WEIGHTS_INDEX_FILE);
         if !index_path.is_file() {
@@ -112,7 +114,14 @@ impl Checkpoint {
                 });
             }
         }
-        Ok(Self { location: index_path, shards, tensors })
+        Ok(Self { location: index_path, shards, tensors, memory: BTreeMap::new() })
+    }
+
+    /// A checkpoint of tensors already in memory, by HF name (a model converted from another
+    /// format, such as GGUF); `location` names its source in errors.
+    pub fn from_tensors(location: impl Into<PathBuf>, tensors: Vec<(String, TensorData)>) -> Self {
+        let memory = tensors.into_iter().map(|(name, data)| (name, (data.shape.to_vec(), data))).collect();
+        Self { location: location.into(), shards: Vec::new(), tensors: BTreeMap::new(), memory }
     }
 
     /// The file (or the shard index) this checkpoint was opened from.
@@ -122,27 +131,36 @@ impl Checkpoint {
 
     /// Every tensor name, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.tensors.keys().map(String::as_str)
+        self.tensors.keys().chain(self.memory.keys()).map(String::as_str)
     }
 
     /// Whether the checkpoint holds a tensor of this name.
     pub fn contains(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
+        self.tensors.contains_key(name) || self.memory.contains_key(name)
     }
 
     /// The stored shape of a tensor.
     pub fn shape(&self, name: &str) -> Option<&[usize]> {
-        self.tensors.get(name).map(|e| e.info.shape.as_slice())
+        match self.memory.get(name) {
+            Some((shape, _)) => Some(shape.as_slice()),
+            None => self.tensors.get(name).map(|e| e.info.shape.as_slice()),
+        }
     }
 
     /// The file holding a tensor.
     pub fn file_of(&self, name: &str) -> Option<&Path> {
+        if self.memory.contains_key(name) {
+            return Some(&self.location);
+        }
         self.tensors.get(name).map(|e| self.shards[e.shard].path.as_path())
     }
 
     /// Reads a tensor as row-major values: F32 and F64 as stored, F16 and BF16 widened to F32
     /// (exactly).
     pub fn read(&self, name: &str) -> Result<TensorData> {
+        if let Some((_, data)) = self.memory.get(name) {
+            return Ok(data.clone());
+        }
         let entry = self.tensors.get(name).ok_or_else(|| self.missing(name, ""))?;
         let shard = &self.shards[entry.shard];
         let (begin, end) = entry.info.data_offsets;
@@ -202,7 +220,7 @@ fn open_shard(path: &Path, index: usize) -> Result<(Shard, BTreeMap<String, Entr
 
 /// Maps a checkpoint file read-only.
 #[allow(unsafe_code)]
-fn map_file(file: &File) -> std::io::Result<Mmap> {
+pub(crate) fn map_file(file: &File) -> std::io::Result<Mmap> {
     // SAFETY: the mapping is read-only. Checkpoints are not modified while a model loads from
     // them (the memmap2 contract every mmap-based reader relies on); all reads are slices whose
     // bounds `SafeTensors::read_metadata` validated against the mapping's length.

@@ -13,6 +13,15 @@ pub enum HfError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A GGUF file that is damaged, of another version, or holds a tensor this build cannot
+    /// dequantize.
+    #[error("{path}: {message}")]
+    Gguf {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (with the byte offset, metadata key or tensor name).
+        message: String,
+    },
     /// A `tokenizer.json` that the `tokenizers` crate cannot read.
     #[error("{path}: {message}")]
     Tokenizer {

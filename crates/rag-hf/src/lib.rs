@@ -30,17 +30,21 @@
 mod activation;
 mod checkpoint;
 mod error;
+mod gguf;
 mod json;
 mod loader;
 mod module_file;
+mod quant;
 mod write;
 
 pub use activation::Activation;
 pub use checkpoint::{Checkpoint, WEIGHTS_FILE, WEIGHTS_INDEX_FILE};
 pub use error::{HfError, Result};
+pub use gguf::{GGUF_MAGIC, GgufFile, GgufTensor, GgufTensorData, GgufValue, write_gguf};
 pub use json::{read_json, read_tokenizer};
 pub use loader::{Loader, Weights, init_embedding, init_linear};
 pub use module_file::{
     ModulePath, cast_module, cast_module_in_graph, copy_module, load_module, module_tensors, save_module,
 };
+pub use quant::{GgmlType, dequantize};
 pub use write::{sync_dir, write_atomic, write_safetensors};

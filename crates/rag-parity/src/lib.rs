@@ -12,6 +12,7 @@ mod encoders;
 mod generators;
 mod losses;
 mod rag;
+mod smollm2;
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +26,7 @@ pub use rag_check::{
     Array, ComponentReport, Errors, FixtureError, LossCase, LossKind, gradcheck, load_loss_cases, max_abs_diff,
     relative_error, values,
 };
+pub use smollm2::{check_smollm2, smollm2_tolerance};
 
 /// A component of the fixture format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,11 +45,13 @@ pub enum Component {
     Rag,
     /// `minilm/`: real all-MiniLM-L6-v2 weights (given separately).
     Minilm,
+    /// `smollm2/`: SmolLM2-135M-Instruct from its GGUF file (given separately).
+    Smollm2,
 }
 
 impl Component {
     /// Every component, in the order reports are printed.
-    pub const ALL: [Component; 7] = [
+    pub const ALL: [Component; 8] = [
         Component::Losses,
         Component::Bert,
         Component::Dpr,
@@ -55,6 +59,7 @@ impl Component {
         Component::Llama,
         Component::Rag,
         Component::Minilm,
+        Component::Smollm2,
     ];
 
     /// The name used on the command line and in reports.
@@ -67,6 +72,7 @@ impl Component {
             Component::Llama => "llama",
             Component::Rag => "rag",
             Component::Minilm => "minilm",
+            Component::Smollm2 => "smollm2",
         }
     }
 
@@ -95,6 +101,9 @@ pub struct CheckOptions {
     /// The real all-MiniLM-L6-v2 directory (`fetch-minilm.sh` prints it); `minilm` is skipped
     /// without it.
     pub minilm_weights: Option<PathBuf>,
+    /// SmolLM2's GGUF file or its directory (`fetch-smollm2.sh` prints it); `smollm2` is skipped
+    /// without it.
+    pub smollm2_gguf: Option<PathBuf>,
 }
 
 /// The result of asking for one component's check.
@@ -131,6 +140,14 @@ pub fn check<B: AutodiffBackend>(
         Component::Bart => check_bart::<B::InnerBackend>(&entry, device, dtype)?,
         Component::Llama => check_llama::<B::InnerBackend>(&entry, device, dtype)?,
         Component::Rag => check_rag::<B>(&entry, device, dtype)?,
+        Component::Smollm2 => match &options.smollm2_gguf {
+            Some(gguf) => check_smollm2::<B::InnerBackend>(&entry, gguf, device, dtype)?,
+            None => {
+                return Ok(Outcome::Skipped(
+                    "no --smollm2-gguf DIR (fetch the GGUF file with scripts/fetch-smollm2.sh)".into(),
+                ));
+            }
+        },
     };
     Ok(Outcome::Checked(report))
 }
