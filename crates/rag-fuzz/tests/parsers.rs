@@ -254,3 +254,60 @@ fn checkpoint_metadata() {
         rag_trainer::read_checkpoint(&checkpoint).map(|_| ()).map_err(|e| e.to_string())
     });
 }
+
+#[test]
+fn gguf_files() {
+    use rag_hf::{GgmlType, GgufFile, GgufTensorData, GgufValue, write_gguf};
+    let dir = scratch();
+    let s = |v: &str| GgufValue::String(v.to_string());
+    let meta = [
+        ("general.architecture", s("llama")),
+        ("general.alignment", GgufValue::U32(32)),
+        ("llama.block_count", GgufValue::U32(1)),
+        ("llama.embedding_length", GgufValue::U64(32)),
+        ("llama.feed_forward_length", GgufValue::U32(64)),
+        ("llama.attention.head_count", GgufValue::U32(4)),
+        ("llama.attention.head_count_kv", GgufValue::U32(2)),
+        ("llama.rope.freq_base", GgufValue::F32(10000.0)),
+        ("llama.attention.layer_norm_rms_epsilon", GgufValue::F32(1e-5)),
+        ("tokenizer.ggml.model", s("gpt2")),
+        ("tokenizer.ggml.tokens", GgufValue::Array(vec![s("<s>"), s("a"), s("Ġb")])),
+        ("tokenizer.ggml.merges", GgufValue::Array(vec![s("Ġ b")])),
+        ("tokenizer.ggml.bos_token_id", GgufValue::I32(0)),
+    ];
+    // One block of each type the reader dequantizes, with varied bytes.
+    let kinds = [
+        GgmlType::F32,
+        GgmlType::F16,
+        GgmlType::BF16,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+        GgmlType::Q4K,
+        GgmlType::Q5K,
+        GgmlType::Q6K,
+    ];
+    let tensors: Vec<GgufTensorData> = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, &kind)| {
+            let len = kind.block_len().max(8) as u64;
+            let bytes =
+                (0..len as usize / kind.block_len() * kind.block_bytes()).map(|b| (b * 37 + i) as u8 % 61).collect();
+            GgufTensorData { name: format!("blk.0.t{i}.weight"), kind, dims: vec![len], bytes }
+        })
+        .collect();
+    let seed = dir.path().join("seed.gguf");
+    write_gguf(&seed, &meta, &tensors).unwrap();
+    let seeds = vec![std::fs::read(&seed).unwrap()];
+    fuzz_file("gguf", &dir.path().join("model.gguf"), &seeds, None, 15, |p| {
+        let file = GgufFile::open(p).map_err(|e| e.to_string())?;
+        let names: Vec<String> = file.tensors().iter().map(|t| t.name.clone()).collect();
+        for name in names {
+            file.dequantize(&name).map_err(|e| e.to_string())?;
+        }
+        rag_generator::llama_config_from_gguf(&file).map(|_| ()).map_err(|e| e.to_string())
+    });
+}
