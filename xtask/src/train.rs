@@ -98,7 +98,9 @@ pub struct TrainArgs {
     /// it becomes both encoders.
     #[arg(long, requires = "corpus")]
     pub retriever: Option<PathBuf>,
-    /// A HF generator checkpoint directory (BART or LLaMA) with tokenizer.json.
+    /// The generator: a HF checkpoint directory (BART or LLaMA) with tokenizer.json, or a LLaMA
+    /// GGUF file (llama.cpp's format; its tokenizer is in its metadata) or a directory holding
+    /// one. Every recipe takes a LLaMA; RA-DIT's need one.
     #[arg(long, requires = "corpus")]
     pub generator: Option<PathBuf>,
     /// The generator's forward precision in training: f32, or f16/bf16 over f32 weights with

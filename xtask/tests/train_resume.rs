@@ -202,6 +202,11 @@ const VALUES: [&str; 8] = ["red", "blue", "green", "black", "white", "pink", "gr
 /// HF-format models from the fixtures (a BERT and a BART, with the BART's dropout on in training)
 /// with word-level tokenizers over the words above.
 fn user_world(dir: &Path) -> Vec<std::ffi::OsString> {
+    user_world_with(dir, "bart")
+}
+
+/// [`user_world`] with the generator fixture `generator` (`bart` or `llama`).
+fn user_world_with(dir: &Path, generator_fixture: &str) -> Vec<std::ffi::OsString> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let copy = |from: &str, to: &Path, files: &[&str]| {
         std::fs::create_dir_all(to).unwrap();
@@ -211,7 +216,8 @@ fn user_world(dir: &Path) -> Vec<std::ffi::OsString> {
     };
     let (retriever, generator) = (dir.join("retriever"), dir.join("generator"));
     copy("crates/rag-retriever/tests/fixtures/hf/bert", &retriever, &["config.json", "model.safetensors"]);
-    copy("crates/rag-generator/tests/fixtures/hf/bart", &generator, &["config.json", "model.safetensors"]);
+    let fixture = format!("crates/rag-generator/tests/fixtures/hf/{generator_fixture}");
+    copy(&fixture, &generator, &["config.json", "model.safetensors"]);
     let mut passages = String::new();
     let (mut train, mut dev) = (String::new(), String::new());
     for (i, (e, v)) in ENTITIES.iter().zip(VALUES).enumerate() {
@@ -304,4 +310,24 @@ fn a_user_data_run_with_dropout_repeats_itself_and_resumes_exactly() {
     assert_eq!(report(&cut)["stages"]["main"]["resumed_from"].as_u64().map(|s| s >= 8), Some(true));
     assert_eq!(first, all_losses(&cut), "the resumed run logs what an uninterrupted one does");
     assert_eq!(report(&runs.join("first"))["after"], report(&cut)["after"]);
+}
+
+/// The RAG recipes train a decoder-only generator too (each passage its own prompt, the
+/// marginal per token or per answer), and decode as they trained: RAG-Token with the per-token
+/// mixture, RAG-Sequence with whole answers.
+#[test]
+fn rag_token_and_rag_sequence_train_a_decoder_only_generator() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = user_world_with(dir.path(), "llama");
+    let runs = dir.path().join("runs");
+    for (recipe, decoding) in [("rag-token", "Token"), ("rag-sequence", "SequenceThorough")] {
+        let args = ["--recipe", recipe, "--no-baselines", "--generator-lr", "0.01"];
+        let out = user_train(&runs, recipe, &world, &args).output().unwrap();
+        assert!(out.status.success(), "{recipe}: {}", String::from_utf8_lossy(&out.stderr));
+        let run = runs.join(recipe);
+        assert_eq!(report(&run)["settings"]["decoding"], decoding, "{recipe}");
+        let losses = stage_losses(&run, "main");
+        let (first, last) = (losses.first().unwrap().1, losses.last().unwrap().1);
+        assert!(last < first, "{recipe}: the loss goes down: {losses:?}");
+    }
 }

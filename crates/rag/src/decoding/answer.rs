@@ -76,10 +76,13 @@ impl<B: Backend> RagModel<B> {
     /// training example of its own). On the embedded task's RA-DIT LM, the per-token mixture
     /// splices answers from different passages (`shoubro`, from `shoubrobrais` in one passage and
     /// another row's end of sequence): test exact match 0.408 against 0.617 with whole answers.
+    /// A decoder-only LM trained with the RAG-Token loss decodes with the per-token mixture it
+    /// was trained with (REPLUG's ensemble).
     pub fn default_decode_mode(&self) -> DecodeMode {
-        match self.generator().kind() {
-            GeneratorKind::Seq2Seq => DecodeMode::Token,
-            GeneratorKind::DecoderOnly => DecodeMode::SequenceThorough,
+        match (self.generator().kind(), self.config().loss) {
+            (GeneratorKind::Seq2Seq, _) => DecodeMode::Token,
+            (GeneratorKind::DecoderOnly, crate::RagLoss::RagToken) => DecodeMode::Token,
+            (GeneratorKind::DecoderOnly, _) => DecodeMode::SequenceThorough,
         }
     }
 

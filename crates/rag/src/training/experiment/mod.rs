@@ -71,7 +71,8 @@ pub struct DataFiles {
     /// A HF retriever directory (BERT, DPR or sentence-transformers) with `tokenizer.json`; it
     /// becomes both encoders.
     pub retriever: PathBuf,
-    /// A HF generator directory (BART or LLaMA) with `tokenizer.json`.
+    /// The generator: a HF directory (BART or LLaMA) with `tokenizer.json`, or a LLaMA GGUF
+    /// file or a directory holding one.
     pub generator: PathBuf,
 }
 

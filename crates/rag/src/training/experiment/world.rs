@@ -104,11 +104,21 @@ fn files<AB: AutodiffBackend>(config: &ExperimentConfig, device: &AB::Device) ->
     // The data first: a bad line fails in a second, before any model is read.
     let train = read_qa_jsonl(&files.train)?;
     let mut eval = read_qa_jsonl(&files.dev)?;
-    for (field, path) in [("retriever", &files.retriever), ("generator", &files.generator)] {
+    let gguf =
+        if files.generator.join("config.json").is_file() { None } else { rag_generator::find_gguf(&files.generator) };
+    let hf_dirs: &[(&'static str, &PathBuf)] = match gguf {
+        Some(_) => &[("retriever", &files.retriever)],
+        None => &[("retriever", &files.retriever), ("generator", &files.generator)],
+    };
+    for &(field, path) in hf_dirs {
         if !path.join("config.json").is_file() || !path.join("tokenizer.json").is_file() {
             return Err(input(
                 field,
-                format!("{}: not a HF model directory with config.json and tokenizer.json", path.display()),
+                format!(
+                    "{}: not a HF model directory with config.json and tokenizer.json{}",
+                    path.display(),
+                    if field == "generator" { ", nor a .gguf file or a directory holding one" } else { "" }
+                ),
             ));
         }
     }
@@ -133,7 +143,10 @@ fn files<AB: AutodiffBackend>(config: &ExperimentConfig, device: &AB::Device) ->
     let passages = store.len();
     let parts = Arc::new(Parts {
         tokenizer: TextTokenizer::from_file(files.retriever.join("tokenizer.json"), Some(256))?,
-        gen_tokenizer: GeneratorTokenizer::from_file(files.generator.join("tokenizer.json"))?,
+        gen_tokenizer: match &gguf {
+            Some(path) => rag_generator::tokenizer_from_gguf(&rag_hf::GgufFile::open(path)?)?,
+            None => GeneratorTokenizer::from_file(files.generator.join("tokenizer.json"))?,
+        },
         retriever: files.retriever.clone(),
         generator: files.generator.clone(),
     });
@@ -181,14 +194,14 @@ impl Parts {
         let bi = BiEncoder::separate(encoder.clone(), encoder)?;
         let generator = Generator::<B>::from_pretrained(&self.generator, FILES_DROPOUT, device, DType::F32)?;
         let decoder_only = generator.kind() == GeneratorKind::DecoderOnly;
-        if recipe.decoder_only() != decoder_only {
+        // The RAG recipes marginalize over per-passage rows of either kind of generator
+        // (REPLUG-style prompts for a decoder-only LM); RA-DIT's are a decoder-only LM's.
+        if recipe.decoder_only() && !decoder_only {
             return Err(input(
                 "generator",
                 format!(
-                    "recipe {recipe} needs a {} generator, and `{}` is {}",
-                    if recipe.decoder_only() { "decoder-only (LLaMA-family)" } else { "seq2seq (BART)" },
-                    generator.architecture(),
-                    if decoder_only { "decoder-only" } else { "seq2seq" }
+                    "recipe {recipe} needs a decoder-only (LLaMA-family) generator, and `{}` is seq2seq",
+                    generator.architecture()
                 ),
             ));
         }
