@@ -27,10 +27,13 @@ struct Line {
     gold: Option<u64>,
     #[serde(default)]
     id: Option<serde_json::Value>,
+    /// The article's title (SQuAD-style files carry it); not read.
+    #[serde(default)]
+    title: Option<serde_json::Value>,
 }
 
 /// Reads a JSONL file of `{"question": "...", "answers": ["...", ...]}` (optionally `"gold"`
-/// or `"passage_id"`: the answering passage's id; `"id"` is ignored). A missing file, bad JSON,
+/// or `"passage_id"`: the answering passage's id; `"id"` and `"title"` are ignored). A missing file, bad JSON,
 /// a missing or empty field is an error naming the file and line.
 pub fn read_qa_jsonl(path: &Path) -> Result<Vec<QaExample>> {
     let text = std::fs::read_to_string(path).map_err(|source| RagError::Io { path: path.to_path_buf(), source })?;
@@ -42,7 +45,7 @@ pub fn read_qa_jsonl(path: &Path) -> Result<Vec<QaExample>> {
             continue;
         }
         let line: Line = serde_json::from_str(raw).map_err(|e| bad(n, format!("not a QA object: {e}")))?;
-        let _ = line.id;
+        let _ = (line.id, line.title);
         let question = line.question.ok_or_else(|| bad(n, "missing field `question`".into()))?;
         if question.trim().is_empty() {
             return Err(bad(n, "`question` is empty".into()));
@@ -189,7 +192,9 @@ mod tests {
         }
         let err = read_qa_jsonl(&dir.path().join("missing.jsonl")).unwrap_err().to_string();
         assert!(err.contains("missing.jsonl"), "{err}");
-        std::fs::write(&path, "{\"question\": \"q\", \"answers\": [\"a\"], \"passage_id\": 7}\n").unwrap();
+        // SQuAD-style files carry the article's title too.
+        std::fs::write(&path, "{\"question\": \"q\", \"answers\": [\"a\"], \"passage_id\": 7, \"title\": \"T\"}\n")
+            .unwrap();
         let read = read_qa_jsonl(&path).unwrap();
         assert_eq!(read[0].gold, Some(7));
         write_qa_jsonl(&path, &read).unwrap();
