@@ -272,7 +272,9 @@ impl<B: Backend> Generator<B> {
                 };
                 let rows = Padded { ids: join(&prompts.ids, &answers), mask: join(&prompts.mask, &answer_masks) };
                 let (ids, mask) = rows.tensors::<B>(&device);
-                m.forward(ids, mask).narrow(1, p - 1, a)
+                // The LM head only where an answer token is predicted: the prompt's positions would
+                // cost `p · vocab` floats per row (SmolLM2: 49,152 per position).
+                m.lm_logits(m.forward_hidden(ids, mask).narrow(1, p - 1, a))
             }
         };
         Ok(AnswerLogits { logits, target: target_ids, mask: target_mask.equal_elem(1) })

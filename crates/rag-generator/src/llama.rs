@@ -302,7 +302,8 @@ impl<B: Backend> Llama<B> {
     }
 
     /// Logits `[b, t, vocab]` of final hidden states (after the final norm) `[b, t, d]`.
-    fn lm_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+    /// Logits `[b, t, vocab]` of final hidden states `[b, t, d]` ([`Llama::forward_hidden`]).
+    pub fn lm_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
             None => {
@@ -333,10 +334,17 @@ impl<B: Backend> Llama<B> {
     /// The teacher-forced forward pass: logits `[b, t, vocab]` for `input_ids` `[b, t]` with
     /// `attention_mask` (1 = token, 0 = padding; left or right). Differentiable.
     pub fn forward(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.lm_logits(self.forward_hidden(input_ids, attention_mask))
+    }
+
+    /// [`Llama::forward`] without the LM head: the final-normed hidden states `[b, t, d]`, so a
+    /// caller that needs the logits of a few positions applies [`Llama::lm_logits`] to those
+    /// alone (the head over every prompt position is `t · vocab` floats per row).
+    pub fn forward_hidden(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let [_, t] = input_ids.dims();
         let positions = positions_from_mask(attention_mask.clone());
         let masked = mask(0, t, attention_mask.equal_elem(0), &input_ids.device());
-        self.lm_logits(self.hidden(input_ids, positions, masked, None))
+        self.hidden(input_ids, positions, masked, None)
     }
 
     /// Checks that ids `[rows][len]` are inside the vocabulary; `field` names the input.
