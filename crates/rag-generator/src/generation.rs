@@ -53,8 +53,9 @@ fn one_f() -> f64 {
     1.0
 }
 
-/// HF's generation options that greedy and beam search read. Sampling options (`do_sample`,
-/// `temperature`, `top_k`…) are not read: search here is deterministic.
+/// HF's generation options that greedy search, beam search and sampling read. Sampling
+/// (`do_sample`) draws each token from the model's distribution after `temperature`, `top_k` and
+/// `top_p` (HF's order), from a generator seeded by `seed`: the same seed gives the same output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GenerationConfig {
     /// The longest output, prompt included (for BART the prompt is the decoder start token).
@@ -96,6 +97,26 @@ pub struct GenerationConfig {
     /// A token forced as the last one when `max_length` is reached.
     #[serde(default)]
     pub forced_eos_token_id: Option<u32>,
+    /// Sample instead of searching (with `num_beams` 1).
+    #[serde(default)]
+    pub do_sample: bool,
+    /// Sampling divides the logits by this (> 0; 1 leaves them).
+    #[serde(default = "one_f")]
+    pub temperature: f64,
+    /// Sampling keeps the `top_k` most likely tokens (0: all; HF's default 50).
+    #[serde(default = "fifty")]
+    pub top_k: usize,
+    /// Sampling keeps the smallest set of most likely tokens whose probability reaches `top_p`
+    /// (in (0, 1]; 1: all).
+    #[serde(default = "one_f")]
+    pub top_p: f64,
+    /// The seed of sampling's random numbers (not HF's; HF seeds torch globally).
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn fifty() -> usize {
+    50
 }
 
 impl Default for GenerationConfig {
@@ -114,6 +135,11 @@ impl Default for GenerationConfig {
             decoder_start_token_id: None,
             forced_bos_token_id: None,
             forced_eos_token_id: None,
+            do_sample: false,
+            temperature: 1.0,
+            top_k: 50,
+            top_p: 1.0,
+            seed: 0,
         }
     }
 }
@@ -169,6 +195,15 @@ impl ConfigFile for GenerationConfig {
         }
         if self.max_new_tokens == Some(0) {
             return Err(config_error(path, "max_new_tokens", "must be at least 1"));
+        }
+        if self.do_sample && self.num_beams > 1 {
+            return Err(config_error(path, "do_sample", "with num_beams > 1 (beam sampling) is not supported; use 1"));
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err(config_error(path, "temperature", format!("{} must be finite and positive", self.temperature)));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(config_error(path, "top_p", format!("{} must be in (0, 1]", self.top_p)));
         }
         Ok(())
     }

@@ -210,11 +210,16 @@ fn greedy<B: Backend, M: StepModel<B>>(
     let device = state.device();
     let mut logits = model.step(&mut state, int_tensor::<B>(prompt, &device));
     let mut cur_len = prompt_len;
+    let mut rng = Sampler::new(config.seed);
     loop {
         let banned = forbidden(config, model.vocab_size(), cur_len, prompt_len, max_len);
         let log_probs = apply_forbidden(log_softmax(logits, 1), banned);
-        let (best, next) = log_probs.max_dim_with_indices(1);
-        let (best, next) = (host_f64(best), host_ids(next));
+        let (best, next) = if config.do_sample {
+            rng.sample(&host_f64(log_probs), model.vocab_size(), config)
+        } else {
+            let (best, next) = log_probs.max_dim_with_indices(1);
+            (host_f64(best), host_ids(next))
+        };
         for (row, seq) in sequences.iter_mut().enumerate() {
             if running[row] {
                 seq.push(next[row] as u32);
@@ -232,6 +237,70 @@ fn greedy<B: Backend, M: StepModel<B>>(
         logits = model.step(&mut state, int_tensor::<B>(&last, &device));
     }
     Generated { log_probs: scores.clone(), sequences, scores, prompt_len }
+}
+
+/// Sampling's random numbers (splitmix64, seeded) and the draw of one token per row.
+struct Sampler {
+    state: u64,
+}
+
+impl Sampler {
+    fn new(seed: u64) -> Self {
+        Self { state: seed ^ 0x5eed_5a3b_1e00_0000 }
+    }
+
+    /// A uniform number in [0, 1).
+    fn uniform(&mut self) -> f64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// One token per row of `log_probs` (`rows × vocab`, forbidden tokens at −∞), drawn after
+    /// HF's warpers in their order: temperature, top-k, top-p. Returns each draw's model
+    /// log-prob (before the warpers) and the tokens.
+    fn sample(&mut self, log_probs: &[f64], vocab: usize, config: &GenerationConfig) -> (Vec<f64>, Vec<usize>) {
+        let (mut scores, mut tokens) = (Vec::new(), Vec::new());
+        for row in log_probs.chunks(vocab) {
+            let mut order: Vec<usize> = (0..vocab).filter(|&t| row[t].is_finite()).collect();
+            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+            if config.top_k > 0 {
+                order.truncate(config.top_k.max(1));
+            }
+            let warped: Vec<f64> = order.iter().map(|&t| row[t] / config.temperature).collect();
+            let top = warped.first().copied().unwrap_or(0.0);
+            let mut weights: Vec<f64> = warped.iter().map(|w| (w - top).exp()).collect();
+            let total: f64 = weights.iter().sum();
+            if config.top_p < 1.0 {
+                // The smallest prefix whose probability reaches top_p (at least one token).
+                let mut mass = 0.0;
+                let keep = weights
+                    .iter()
+                    .position(|w| {
+                        mass += w / total;
+                        mass >= config.top_p
+                    })
+                    .map_or(weights.len(), |i| i + 1);
+                weights.truncate(keep);
+            }
+            let total: f64 = weights.iter().sum();
+            let mut u = self.uniform() * total;
+            let mut pick = weights.len().saturating_sub(1);
+            for (i, w) in weights.iter().enumerate() {
+                if u < *w {
+                    pick = i;
+                    break;
+                }
+                u -= w;
+            }
+            let token = order.get(pick).copied().unwrap_or(0);
+            scores.push(row[token]);
+            tokens.push(token);
+        }
+        (scores, tokens)
+    }
 }
 
 /// One input's finished hypotheses: at most `num_beams`, best first.

@@ -234,3 +234,44 @@ fn a_generator_saved_as_its_config_comes_back_as_the_same_architecture() {
         assert!(err.contains("`t5`") && err.contains("bart, llama"), "{err}");
     }
 }
+
+/// Sampling draws from the model's distribution after temperature, top-k and top-p: with top-k
+/// 1 it is greedy search; a seed repeats its draws; a token outside the top k is never drawn; and
+/// beam sampling is refused by name.
+#[test]
+fn sampling_is_seeded_and_keeps_to_its_top_k_and_top_p() {
+    let model = llama();
+    let prompts = vec![vec![1, 5, 9], vec![1, 30, 4, 7]];
+    let base = GenerationConfig {
+        max_new_tokens: Some(6),
+        eos_token_id: vec![2],
+        pad_token_id: Some(0),
+        ..Default::default()
+    };
+    let greedy = model.generate(&prompts, &base).unwrap();
+    let sample =
+        |extra: GenerationConfig| model.generate(&prompts, &GenerationConfig { do_sample: true, ..extra }).unwrap();
+    assert_eq!(sample(GenerationConfig { top_k: 1, seed: 7, ..base.clone() }).sequences, greedy.sequences);
+    let hot = GenerationConfig { top_k: 0, temperature: 3.0, ..base.clone() };
+    let a = sample(GenerationConfig { seed: 1, ..hot.clone() });
+    assert_eq!(a.sequences, sample(GenerationConfig { seed: 1, ..hot.clone() }).sequences, "a seed repeats");
+    let differ = (2..8).any(|seed| sample(GenerationConfig { seed, ..hot.clone() }).sequences != a.sequences);
+    assert!(differ, "other seeds draw other tokens");
+    // The first drawn token of each row is among the prompt's 3 most likely next tokens, and
+    // with top-p 1e-9 it is the most likely one.
+    for (row, prompt) in prompts.iter().enumerate() {
+        let logits = values(model.forward(ids(std::slice::from_ref(prompt)), ids(&[vec![1; prompt.len()]])));
+        let last = &logits[(prompt.len() - 1) * 40..prompt.len() * 40];
+        let mut order: Vec<usize> = (0..40).collect();
+        order.sort_by(|&x, &y| last[y].total_cmp(&last[x]));
+        for seed in 0..20 {
+            let out = sample(GenerationConfig { top_k: 3, temperature: 5.0, seed, ..base.clone() });
+            let first = out.sequences[row][prompt.len().max(4)..][0] as usize;
+            assert!(order[..3].contains(&first), "row {row}, seed {seed}: token {first} is outside the top 3");
+        }
+        let nucleus = sample(GenerationConfig { top_k: 0, top_p: 1e-9, seed: 3, ..base.clone() });
+        assert_eq!(nucleus.sequences[row], greedy.sequences[row]);
+    }
+    let err = model.generate(&prompts, &GenerationConfig { do_sample: true, num_beams: 2, ..base }).unwrap_err();
+    assert!(err.to_string().contains("do_sample"), "{err}");
+}
