@@ -53,6 +53,11 @@ pub struct TrainArgs {
     /// Peak learning rate of the generator.
     #[arg(long)]
     pub generator_lr: Option<f64>,
+    /// Train only the generator's top N layers (and a LLaMA's final norm) in every stage that
+    /// trains it: the layers below and the embeddings carry no gradient and cost no backward
+    /// pass (a 135M-parameter LM on two cores).
+    #[arg(long, value_name = "N")]
+    pub generator_layers: Option<usize>,
     /// Hold the retriever still for this many steps while the generator learns to read
     /// (default: 0 after a reading warm-up, else a third of the steps for the RAG recipes; 0 for
     /// RA-DIT's LSR stage).
@@ -175,6 +180,7 @@ impl TrainArgs {
             grad_accumulation: self.grad_accumulation,
             retriever_lr: self.retriever_lr,
             generator_lr: self.generator_lr,
+            generator_layers: self.generator_layers,
             retriever_start: self.retriever_start,
             eval_every: self.eval_every,
             checkpoint_every: self.checkpoint_every,

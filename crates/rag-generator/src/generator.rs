@@ -103,6 +103,21 @@ impl<B: Backend> Generator<B> {
         }
     }
 
+    /// The module paths (below the generator, at Burn's dot boundaries) of its top `n`
+    /// transformer layers, and of the final norm that reads them (LLaMA's): what partial
+    /// fine-tuning trains. For BART the layers are the decoder's top `n`; its encoder, embeddings
+    /// and lower layers then carry no gradient and cost no backward pass.
+    pub fn top_layers(&self, n: usize) -> Result<Vec<String>> {
+        let (layers, prefix, tail): (usize, &str, &[&str]) = match self {
+            Self::Bart(m) => (m.config().decoder_layers, "Bart.decoder.layers", &[]),
+            Self::Llama(m) => (m.config().num_hidden_layers, "Llama.layers", &["Llama.norm"]),
+        };
+        if n == 0 || n > layers {
+            return Err(input_error("generator_layers", format!("{n}: the generator has {layers} layers to train")));
+        }
+        Ok((layers - n..layers).map(|i| format!("{prefix}.{i}")).chain(tail.iter().map(|t| t.to_string())).collect())
+    }
+
     /// Loads a HF checkpoint directory (`config.json` with `model_type` `bart` or `llama`, and
     /// `model.safetensors`, single or sharded).
     pub fn from_pretrained(dir: &Path, dropout: f64, device: &B::Device, dtype: DType) -> Result<Self> {

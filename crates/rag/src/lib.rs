@@ -54,7 +54,7 @@ pub use rag_generator::{AnswerLogits, Generator, GeneratorKind, SpecialTokens};
 pub use training::bm25::Bm25;
 pub use training::eval::{EvalOptions, EvalReport, PassageSource, evaluate};
 pub use training::experiment;
-pub use training::recipe::{GroupOptions, Recipe};
+pub use training::recipe::{GroupOptions, Recipe, train_only};
 pub use training::task::RagTask;
 
 pub use rag_generator;

@@ -234,3 +234,31 @@ fn a_half_precision_generator_forward_trains_the_f32_weights_with_an_f32_loss() 
         }
     }
 }
+
+/// Partial fine-tuning: with the generator's top layer (and LLaMA's final norm) the only
+/// generator group that trains, the layers below and the embeddings require no gradient (so
+/// their backward pass is never recorded), and every tensor of the top layer gets one.
+#[test]
+fn partial_fine_tuning_trains_only_the_generators_top_layers() {
+    for arch in [Arch::Llama, Arch::Bart] {
+        let loss = if arch == Arch::Llama { RagLoss::LmFinetune } else { RagLoss::RagToken };
+        let w = world::<Ad>(arch, config(arch, loss), DType::F64);
+        let top: Vec<String> =
+            w.model.generator().top_layers(1).unwrap().into_iter().map(|p| format!("generator.{p}")).collect();
+        let recipe = if arch == Arch::Llama { rag::Recipe::RaDitLm } else { rag::Recipe::RagToken };
+        let groups = rag::train_only(recipe.param_groups(&rag::GroupOptions::new(1e-3, 1e-3)), "generator", &top);
+        let model = rag_trainer::freeze(w.model.clone(), &groups);
+        let trainable = rag_trainer::trainable_paths(&model);
+        let generator: Vec<&String> = trainable.iter().filter(|p| p.starts_with("generator.")).collect();
+        assert!(!generator.is_empty(), "{arch:?}: the top layer trains");
+        assert!(!generator.iter().any(|p| p.contains("embed") || p.contains("shared")), "{arch:?}: {generator:?}");
+        for path in &generator {
+            assert!(top.iter().any(|t| path.starts_with(&format!("{t}."))), "{arch:?}: {path} should be frozen");
+        }
+        let out = model.loss(&w.knowledge, &QUESTIONS, &ANSWERS).unwrap();
+        let [_, _, (g_params, g_nonzero)] = grads_by_part(&model, out.loss);
+        assert_eq!((g_params, g_nonzero), (generator.len(), generator.len()), "{arch:?}");
+        let err = w.model.generator().top_layers(99).unwrap_err().to_string();
+        assert!(err.contains("generator_layers") && err.contains("99"), "{err}");
+    }
+}

@@ -113,6 +113,26 @@ impl std::fmt::Display for Recipe {
     }
 }
 
+/// `groups` with the group named `group` training only `prefixes` (module paths at dot
+/// boundaries) and a frozen group after it for the rest of what it covered: partial fine-tuning
+/// (the generator's top layers). A frozen or missing group is left as it is.
+pub fn train_only(groups: Vec<ParamGroup>, group: &str, prefixes: &[String]) -> Vec<ParamGroup> {
+    let mut out = Vec::with_capacity(groups.len() + 1);
+    for g in groups {
+        if g.name == group && !g.frozen {
+            let rest = ParamGroup::frozen(
+                format!("{group}_frozen"),
+                &g.prefixes.iter().map(String::as_str).collect::<Vec<_>>(),
+            );
+            out.push(ParamGroup { prefixes: prefixes.to_vec(), ..g });
+            out.push(rest);
+        } else {
+            out.push(g);
+        }
+    }
+    out
+}
+
 /// The learning rates and switches of [`Recipe::param_groups`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GroupOptions {

@@ -108,6 +108,10 @@ pub struct ExperimentConfig {
     pub retriever_lr: Option<f64>,
     /// Peak learning rate of the generator (default: the recipe's).
     pub generator_lr: Option<f64>,
+    /// Train only the generator's top this many layers (and LLaMA's final norm) in every stage
+    /// that trains it; the rest, embeddings included, carry no gradient and cost no backward
+    /// pass (`None`: all of it).
+    pub generator_layers: Option<usize>,
     /// Hold the retriever still for this many steps (default: 0 after a reading warm-up, else a
     /// third of the steps for the RAG recipes; 0 for RA-DIT's LSR stage).
     pub retriever_start: Option<u64>,
@@ -167,6 +171,7 @@ impl ExperimentConfig {
             grad_accumulation: 1,
             retriever_lr: None,
             generator_lr: None,
+            generator_layers: None,
             retriever_start: None,
             eval_every: 200,
             checkpoint_every: 100,
@@ -484,12 +489,17 @@ pub fn run<AB: AutodiffBackend, I: Backend>(config: &ExperimentConfig, device: &
             let (rlr, recipe_glr) = lrs(spec.recipe);
             let glr = args.generator_lr.or(spec.generator_lr).unwrap_or(recipe_glr);
             let fixed = spec.passages != PassageSource::Retrieved;
-            let groups = spec.recipe.param_groups(&GroupOptions {
+            let mut groups = spec.recipe.param_groups(&GroupOptions {
                 train_documents: train_docs && !fixed,
                 freeze_retriever: spec.freeze_retriever || fixed,
                 retriever_start: start,
                 ..GroupOptions::new(rlr, glr)
             });
+            if let Some(n) = args.generator_layers {
+                let top: Vec<String> =
+                    model.generator().top_layers(n)?.into_iter().map(|p| format!("generator.{p}")).collect();
+                groups = crate::train_only(groups, "generator", &top);
+            }
             let tested_docs = model.config().n_docs;
             // What shapes this stage besides the trainer's own settings, checked on resume.
             let mut identity = world.identity.clone();
