@@ -16,22 +16,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 fetch_log=$(mktemp); trap 'rm -f "$fetch_log"' EXIT
-if [[ -z "${RAG_MINILM_DIR:-}" ]]; then
-    if dir=$(bash scripts/fetch-minilm.sh 2>"$fetch_log"); then
-        export RAG_MINILM_DIR=$dir
-    else
-        echo "minilm parity skipped: scripts/fetch-minilm.sh failed: $(tail -n 3 "$fetch_log" | tr '\n' ' ')"
+# fetch NAME SCRIPT VARIABLE: exports VARIABLE as the directory SCRIPT prints, unless it is set.
+fetch() {
+    local name=$1 script=$2 variable=$3 dir
+    if [[ -z "${!variable:-}" ]]; then
+        if dir=$(bash "scripts/$script" 2>"$fetch_log"); then
+            export "$variable=$dir"
+        else
+            echo "$name parity skipped: scripts/$script failed: $(tail -n 3 "$fetch_log" | tr '\n' ' ')"
+        fi
     fi
-fi
-[[ -n "${RAG_MINILM_DIR:-}" ]] && echo "minilm weights: $RAG_MINILM_DIR"
-if [[ -z "${RAG_SMOLLM2_DIR:-}" ]]; then
-    if dir=$(bash scripts/fetch-smollm2.sh 2>"$fetch_log"); then
-        export RAG_SMOLLM2_DIR=$dir
-    else
-        echo "smollm2 parity skipped: scripts/fetch-smollm2.sh failed: $(tail -n 3 "$fetch_log" | tr '\n' ' ')"
-    fi
-fi
-[[ -n "${RAG_SMOLLM2_DIR:-}" ]] && echo "smollm2 gguf: $RAG_SMOLLM2_DIR"
+    if [[ -n "${!variable:-}" ]]; then echo "$name files: ${!variable}"; fi
+}
+fetch minilm fetch-minilm.sh RAG_MINILM_DIR
+fetch smollm2 fetch-smollm2.sh RAG_SMOLLM2_DIR
 
 if cargo fmt --version >/dev/null 2>&1; then
     cargo fmt --all --check
