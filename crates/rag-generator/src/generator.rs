@@ -301,10 +301,13 @@ impl<B: Backend> Generator<B> {
     /// prompts for a decoder-only one), in consecutive groups of `group` rows that one search
     /// row drives (a question's `K` passages for RAG-Token and ensemble decoding; 1 for a
     /// search per row). Returns the state over all the rows and each group's search prompt:
-    /// the decoder start token (`special.decoder_start`) for a seq2seq generator; for a
-    /// decoder-only one the last `shared_suffix[g]` tokens of group `g`'s rows, which must be
-    /// the same in all of them (the instruction), while what precedes them is fed now,
-    /// left-padded. `shared_suffix` is read only for a decoder-only generator.
+    /// the decoder start token (`special.decoder_start`) for a seq2seq generator, its contexts
+    /// encoded now; for a decoder-only one the last token of group `g`'s rows, whose last
+    /// `shared_suffix[g]` tokens (the instruction) must be the same in all of them. Everything
+    /// before that last token is fed now: the part before the shared suffix with
+    /// [`Llama::prefill`] (length-sorted passes; rows that repeat, such as one passage
+    /// retrieved for several questions, fed once), then the suffix, left-padded.
+    /// `shared_suffix` is read only for a decoder-only generator.
     pub fn begin_rows(
         &self,
         contexts: &[Vec<u32>],
@@ -338,6 +341,7 @@ impl<B: Backend> Generator<B> {
                     ));
                 }
                 let mut prefixes = Vec::with_capacity(contexts.len());
+                let mut heads = Vec::with_capacity(contexts.len());
                 let mut prompts = Vec::with_capacity(groups);
                 for (g, rows) in contexts.chunks(group).enumerate() {
                     let n = shared_suffix[g];
@@ -350,24 +354,28 @@ impl<B: Backend> Generator<B> {
                         ));
                     };
                     prefixes.extend(rows.iter().map(|r| r[..r.len() - n].to_vec()));
-                    prompts.push(shared);
+                    heads.extend(std::iter::repeat_n(shared[..n - 1].to_vec(), group));
+                    prompts.push(vec![shared[n - 1]]);
                 }
-                let prefixes = Padded::new(&prefixes, special.pad, PaddingSide::Left);
-                let prompts = Padded::new(&prompts, special.pad, PaddingSide::Left);
-                let (_, prompt_mask) = prompts.tensors::<B>(&device);
-                let l = prompts.len();
-                let per_row =
-                    prompt_mask.reshape([groups, 1, l]).expand([groups, group, l]).reshape([groups * group, l]);
-                let state = if prefixes.is_empty() {
-                    m.begin(per_row)
-                } else {
-                    let (ids, mask) = prefixes.tensors::<B>(&device);
-                    let mut state = m.begin(mask);
-                    m.step(&mut state, ids);
-                    state.set_next_mask(per_row);
-                    state
-                };
-                Ok((GeneratorState::Llama(state), prompts.ids))
+                // What differs between rows (the passages) is fed first, a repeated one once;
+                // then the shared suffix but its last token, which stays for the search to feed:
+                // every token of a row is fed once, however many continuations are scored.
+                let mut state =
+                    if prefixes.iter().all(Vec::is_empty) { None } else { Some(m.prefill(&prefixes, special.pad)?) };
+                if heads.iter().any(|h| !h.is_empty()) {
+                    let (ids, mask) = Padded::new(&heads, special.pad, PaddingSide::Left).tensors::<B>(&device);
+                    let mut fed = match state {
+                        Some(mut state) => {
+                            state.set_next_mask(mask);
+                            state
+                        }
+                        None => m.begin(mask),
+                    };
+                    m.feed(&mut fed, ids);
+                    state = Some(fed);
+                }
+                let state = state.unwrap_or_else(|| m.begin(Tensor::ones([groups * group, 1], &device)));
+                Ok((GeneratorState::Llama(state), prompts))
             }
         }
     }

@@ -21,7 +21,7 @@ use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
 use rag_hf::{Activation, Loader, Weights};
 
 use crate::Result;
-use crate::attention::{KvCache, attend, causal, key_padding, split_heads};
+use crate::attention::{KvCache, attend_grouped, causal, key_padding, project, split_heads};
 use crate::config::{ConfigFile, LlamaConfig, RopeScaling};
 use crate::generation::GenerationConfig;
 use crate::search::{DecodeState, Generated, StepModel, generate};
@@ -152,15 +152,6 @@ pub struct Llama<B: Backend> {
     config: LlamaConfig,
 }
 
-/// Repeats each key/value head `n` times along the head axis (HF's `repeat_kv`).
-fn repeat_kv<B: Backend>(x: Tensor<B, 4>, n: usize) -> Tensor<B, 4> {
-    if n == 1 {
-        return x;
-    }
-    let [b, kv, t, d] = x.dims();
-    x.reshape([b, kv, 1, t, d]).expand([b, kv, n, t, d]).reshape([b, kv * n, t, d])
-}
-
 impl<B: Backend> LlamaAttention<B> {
     fn forward(
         &self,
@@ -169,10 +160,11 @@ impl<B: Backend> LlamaAttention<B> {
         masked: Tensor<B, 4, Bool>,
         cache: Option<&mut Option<KvCache<B>>>,
     ) -> Tensor<B, 3> {
-        let q = Rotary::apply(split_heads(self.q_proj.forward(x.clone()), self.heads), rope.0.clone(), rope.1.clone());
+        let q =
+            Rotary::apply(split_heads(project(&self.q_proj, x.clone()), self.heads), rope.0.clone(), rope.1.clone());
         let k =
-            Rotary::apply(split_heads(self.k_proj.forward(x.clone()), self.kv_heads), rope.0.clone(), rope.1.clone());
-        let v = split_heads(self.v_proj.forward(x), self.kv_heads);
+            Rotary::apply(split_heads(project(&self.k_proj, x.clone()), self.kv_heads), rope.0.clone(), rope.1.clone());
+        let v = split_heads(project(&self.v_proj, x), self.kv_heads);
         let (k, v) = match cache {
             Some(cache) => {
                 let all = KvCache::append(cache, k, v);
@@ -180,8 +172,7 @@ impl<B: Backend> LlamaAttention<B> {
             }
             None => (k, v),
         };
-        let group = self.heads / self.kv_heads;
-        self.o_proj.forward(attend(q, repeat_kv(k, group), repeat_kv(v, group), masked))
+        project(&self.o_proj, attend_grouped(q, k, v, masked, self.heads / self.kv_heads))
     }
 }
 
@@ -231,8 +222,8 @@ impl<B: Backend> LlamaLayer<B> {
 
 impl<B: Backend> LlamaMlp<B> {
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gate = self.activation.apply(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        let gate = self.activation.apply(project(&self.gate_proj, x.clone()));
+        project(&self.down_proj, gate * project(&self.up_proj, x))
     }
 }
 
@@ -305,7 +296,7 @@ impl<B: Backend> Llama<B> {
     /// Logits `[b, t, vocab]` of final hidden states `[b, t, d]` ([`Llama::forward_hidden`]).
     pub fn lm_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.lm_head {
-            Some(head) => head.forward(hidden),
+            Some(head) => project(head, hidden),
             None => {
                 let [b, t, d] = hidden.dims();
                 let weight = self.embed_tokens.weight.val();
@@ -361,7 +352,88 @@ impl<B: Backend> Llama<B> {
     }
 }
 
+/// Tokens one pass of [`Llama::prefill`] holds (rows × the longest of them): enough rows for
+/// the linear layers' GEMMs to run at speed, while a pass's attention scores
+/// (`rows · heads · len²` floats) stay small.
+pub const PREFILL_TOKENS: usize = 4096;
+
 impl<B: Backend> Llama<B> {
+    /// Feeds `rows` (ragged) into a fresh decoding state: the caches a search or a
+    /// teacher-forced continuation then starts from. Rows are fed in passes of similar length
+    /// (sorted; at most [`PREFILL_TOKENS`] padded tokens a pass, or one row when it is longer;
+    /// a pass of an eighth of that or more ends before a row it would pad by over a quarter), so a
+    /// short passage is not
+    /// padded to the longest of the batch: padding costs as much as a token in every linear
+    /// layer. The passes' caches are then left-padded to the longest row (masked, so no query
+    /// sees the padding) and put back in `rows`' order; positions come from the mask, so the
+    /// result is the state one left-padded pass would give. A row that repeats an earlier one is
+    /// fed once and its caches copied.
+    pub fn prefill(&self, rows: &[Vec<u32>], pad: u32) -> Result<LlamaState<B>> {
+        self.prefill_in_passes(rows, pad, PREFILL_TOKENS)
+    }
+
+    /// [`Llama::prefill`] with at most `tokens_per_pass` padded tokens a pass.
+    pub fn prefill_in_passes(&self, rows: &[Vec<u32>], pad: u32, tokens_per_pass: usize) -> Result<LlamaState<B>> {
+        self.check_ids("prompts", rows)?;
+        if rows.is_empty() {
+            return Err(crate::error::input_error("prompts", "no rows to feed"));
+        }
+        let device = self.device();
+        // Rows that repeat (one passage retrieved for several questions) are fed once.
+        let mut first_of: std::collections::HashMap<&[u32], usize> = std::collections::HashMap::new();
+        let mut distinct: Vec<&[u32]> = Vec::new();
+        let source: Vec<usize> = rows
+            .iter()
+            .map(|row| {
+                *first_of.entry(row.as_slice()).or_insert_with(|| {
+                    distinct.push(row);
+                    distinct.len() - 1
+                })
+            })
+            .collect();
+        let mut order: Vec<usize> = (0..distinct.len()).collect();
+        order.sort_by_key(|&r| std::cmp::Reverse(distinct[r].len()));
+        let longest = distinct[order[0]].len();
+        let mut passes: Vec<LlamaState<B>> = Vec::new();
+        let mut start = 0;
+        while start < order.len() {
+            // Sorted longest first: a pass's first row sets its padded length.
+            let len = distinct[order[start]].len().max(1);
+            let most = (tokens_per_pass / len).clamp(1, order.len() - start);
+            // A pass ends before a row it would pad by more than a quarter of the pass length,
+            // unless the pass is still small enough that fewer GEMM rows would cost more.
+            let take = (1..most)
+                .find(|&i| {
+                    let row = distinct[order[start + i]].len();
+                    4 * row < 3 * len && 8 * i * len >= tokens_per_pass
+                })
+                .unwrap_or(most);
+            let pass: Vec<Vec<u32>> = order[start..start + take].iter().map(|&r| distinct[r].to_vec()).collect();
+            let mut padded = Padded::new(&pass, pad, PaddingSide::Left);
+            if padded.is_empty() {
+                // Rows with nothing to feed: one masked position each (a query sees itself).
+                padded = Padded { ids: vec![vec![pad]; take], mask: vec![vec![0]; take] };
+            }
+            let (ids, mask) = padded.tensors::<B>(&device);
+            let mut state = self.begin(mask);
+            self.feed(&mut state, ids);
+            passes.push(state.left_padded(longest));
+            start += take;
+        }
+        let mut state = LlamaState::cat_rows(passes);
+        // Row `i` of the passes is distinct row `order[i]`; row `r` of `rows` is distinct row
+        // `source[r]`.
+        let mut fed_at = vec![0i64; order.len()];
+        for (i, &d) in order.iter().enumerate() {
+            fed_at[d] = i as i64;
+        }
+        let index: Vec<i64> = source.iter().map(|&d| fed_at[d]).collect();
+        if index.iter().enumerate().any(|(r, &i)| i != r as i64) {
+            state.select_rows(Tensor::from_data(TensorData::new(index, [rows.len()]), &device));
+        }
+        Ok(state)
+    }
+
     /// Left-pads `prompts` with `pad` and starts decoding them; returns the state and the padded
     /// prompt rows to feed first (as [`crate::generate`]'s `prompt`).
     pub fn begin_prompts(&self, prompts: &[Vec<u32>], pad: u32) -> Result<(LlamaState<B>, Vec<Vec<u32>>)> {
@@ -413,6 +485,51 @@ pub struct LlamaState<B: Backend> {
 }
 
 impl<B: Backend> LlamaState<B> {
+    /// The state with `len - self.len()` masked positions before the cached ones (zero keys and
+    /// values, mask 0): rows fed apart become rows of one state.
+    fn left_padded(self, len: usize) -> Self {
+        let past = self.len();
+        if len <= past {
+            return self;
+        }
+        let fill = len - past;
+        let device = self.device.clone();
+        let zeros = |t: Tensor<B, 4>| {
+            let [r, h, _, d] = t.dims();
+            let pad = Tensor::<B, 4>::zeros([r, h, fill, d], (&device, t.dtype()));
+            Tensor::cat(vec![pad, t], 2)
+        };
+        let layers = self
+            .layers
+            .into_iter()
+            .map(|c| c.map(|c| KvCache { keys: zeros(c.keys), values: zeros(c.values) }))
+            .collect();
+        let seen_mask = self.seen_mask.map(|m| {
+            let rows = m.dims()[0];
+            Tensor::cat(vec![Tensor::zeros([rows, fill], (&device, m.dtype())), m], 1)
+        });
+        Self { layers, seen_mask, pending: self.pending, device }
+    }
+
+    /// The rows of `states` (same length, none pending) one after another.
+    fn cat_rows(mut states: Vec<Self>) -> Self {
+        if states.len() == 1 {
+            return states.remove(0);
+        }
+        let device = states[0].device.clone();
+        let depth = states[0].layers.len();
+        let mut layers = Vec::with_capacity(depth);
+        for n in 0..depth {
+            let caches: Option<Vec<KvCache<B>>> = states.iter_mut().map(|s| s.layers[n].take()).collect();
+            layers.push(caches.map(|caches| {
+                let (keys, values): (Vec<_>, Vec<_>) = caches.into_iter().map(|c| (c.keys, c.values)).unzip();
+                KvCache { keys: Tensor::cat(keys, 0), values: Tensor::cat(values, 0) }
+            }));
+        }
+        let masks: Option<Vec<Tensor<B, 2, Int>>> = states.iter_mut().map(|s| s.seen_mask.take()).collect();
+        Self { layers, seen_mask: masks.map(|m| Tensor::cat(m, 0)), pending: None, device }
+    }
+
     /// Sets the attention mask `[rows, n]` (1 = token, 0 = padding) of the tokens the next step
     /// feeds; without it they are all real. [`Llama::begin`] sets the prompt's.
     pub fn set_next_mask(&mut self, mask: Tensor<B, 2, Int>) {
@@ -443,6 +560,13 @@ impl<B: Backend> DecodeState<B> for LlamaState<B> {
 }
 
 impl<B: Backend> Llama<B> {
+    /// Feeds `tokens` `[rows, n]` after the cached positions (with the mask
+    /// [`LlamaState::set_next_mask`] set, else all real), computing no logits: a prompt whose
+    /// continuation is fed later.
+    pub fn feed(&self, state: &mut LlamaState<B>, tokens: Tensor<B, 2, Int>) {
+        self.step_hidden(state, tokens);
+    }
+
     fn step_hidden(&self, state: &mut LlamaState<B>, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let [rows, n] = tokens.dims();
         let device = tokens.device();

@@ -65,6 +65,50 @@ pub trait StepModel<B: Backend> {
     }
 }
 
+/// Teacher-forced logits `[rows, a, vocab]` of `answers` (`[rows][a]`, padded by the caller)
+/// continuing `prompt` (`[rows][p]`, a search's prompt rows) from `state`: position `t` of a row
+/// predicts `answers[row][t]`. The state is what a search would start from (its cached prefix:
+/// a passage's prompt, an encoded context), so scoring answers re-encodes nothing; it is left
+/// holding the fed tokens. Only the answer positions reach the LM head.
+pub fn continuation_logits<B: Backend, M: StepModel<B>>(
+    model: &M,
+    state: &mut M::State,
+    prompt: &[Vec<u32>],
+    answers: &[Vec<u32>],
+) -> Result<Tensor<B, 3>> {
+    let rows = state.rows();
+    let a = answers.first().map_or(0, Vec::len);
+    if prompt.len() != rows || answers.len() != rows {
+        return Err(input_error(
+            "answers",
+            format!("{} prompt rows and {} answers for a state of {rows} rows", prompt.len(), answers.len()),
+        ));
+    }
+    if a == 0 || answers.iter().any(|r| r.len() != a) {
+        return Err(input_error("answers", "every answer needs the same number (at least 1) of tokens; pad them"));
+    }
+    if prompt.first().is_none_or(Vec::is_empty) || prompt.iter().any(|p| p.len() != prompt[0].len()) {
+        return Err(input_error("prompt", "every row needs the same number (at least 1) of tokens; pad them"));
+    }
+    let vocab = model.vocab_size();
+    if let Some((row, id)) = prompt
+        .iter()
+        .chain(answers)
+        .enumerate()
+        .find_map(|(r, p)| p.iter().find(|&&t| t as usize >= vocab).map(|t| (r, t)))
+    {
+        return Err(input_error("answers", format!("row {row}: id {id} is outside the vocabulary of {vocab}")));
+    }
+    let device = state.device();
+    let first = model.step(state, int_tensor::<B>(prompt, &device)).reshape([rows, 1, vocab]);
+    if a == 1 {
+        return Ok(first);
+    }
+    let fed: Vec<Vec<u32>> = answers.iter().map(|r| r[..a - 1].to_vec()).collect();
+    let rest = model.step_all(state, int_tensor::<B>(&fed, &device));
+    Ok(Tensor::cat(vec![first, rest], 1))
+}
+
 /// What [`generate`] returns.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Generated {

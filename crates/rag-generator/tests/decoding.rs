@@ -189,13 +189,11 @@ fn the_generator_handle_decodes_groups_from_their_shared_suffix_as_the_model_doe
     // Two groups of two rows; each group's rows end in the same two tokens.
     let rows = vec![vec![1, 5, 9, 7, 3], vec![1, 30, 7, 3], vec![1, 8, 4, 6], vec![1, 11, 12, 13, 4, 6]];
     let (mut state, prompt) = generator.begin_rows(&rows, 2, &[2, 2], special).unwrap();
-    assert_eq!(prompt, vec![vec![7, 3], vec![4, 6]]);
+    assert_eq!(prompt, vec![vec![3], vec![6]]);
     assert_eq!(state.rows(), 4);
     // Feeding the prompts (once per row) gives what the LM gives on each whole row alone.
-    let per_row = Tensor::<B, 2, Int>::from_data(
-        burn::tensor::TensorData::new(vec![7i64, 3, 7, 3, 4, 6, 4, 6], [4, 2]),
-        &Default::default(),
-    );
+    let per_row =
+        Tensor::<B, 2, Int>::from_data(burn::tensor::TensorData::new(vec![3i64, 3, 6, 6], [4, 1]), &Default::default());
     let last = generator.step(&mut state, per_row);
     let Generator::Llama(llama) = &generator else { unreachable!() };
     for (r, row) in rows.iter().enumerate() {
@@ -274,4 +272,59 @@ fn sampling_is_seeded_and_keeps_to_its_top_k_and_top_p() {
     }
     let err = model.generate(&prompts, &GenerationConfig { do_sample: true, num_beams: 2, ..base }).unwrap_err();
     assert!(err.to_string().contains("do_sample"), "{err}");
+}
+
+#[test]
+fn a_ragged_prefill_in_passes_continues_each_row_as_the_row_alone() {
+    let model = llama();
+    // The third row comes twice: it is fed once.
+    let rows =
+        vec![vec![1, 5, 9, 12, 7, 3], vec![1, 30], vec![1, 8, 4, 6, 2], vec![1, 11, 13], vec![4], vec![1, 8, 4, 6, 2]];
+    let next = vec![vec![17u32, 18], vec![19, 20], vec![21, 22], vec![23, 24], vec![25, 26], vec![27, 28]];
+    let continued = |tokens_per_pass: usize| {
+        let mut state = model.prefill_in_passes(&rows, 0, tokens_per_pass).unwrap();
+        assert_eq!((state.rows(), state.len()), (6, 6));
+        model.step_all(&mut state, ids(&next))
+    };
+    // Six tokens a pass: the distinct rows are fed as [6], [5], [3], [2], [1] (a pass ends
+    // before a row it would pad by over a quarter); 1,000: one left-padded pass.
+    let (passes, one) = (continued(6), continued(1000));
+    for (r, row) in rows.iter().enumerate() {
+        let whole: Vec<u32> = row.iter().chain(&next[r]).copied().collect();
+        let alone = model.forward(ids(std::slice::from_ref(&whole)), ids(&[vec![1; whole.len()]]));
+        let alone = values(alone.narrow(1, row.len(), 2));
+        for (what, got) in [("passes", &passes), ("one pass", &one)] {
+            let diff = max_abs_diff(&values(got.clone().narrow(0, r, 1)), &alone);
+            assert!(diff < 1e-4, "{what}, row {r}: {diff}");
+        }
+    }
+    let err = model.prefill(&[], 0).unwrap_err().to_string();
+    assert!(err.contains("prompts"), "{err}");
+    let err = model.prefill(&[vec![1, 99]], 0).unwrap_err().to_string();
+    assert!(err.contains("99"), "{err}");
+}
+
+#[test]
+fn continuing_a_cached_prefix_gives_the_teacher_forced_answer_logits() {
+    use rag_generator::{Generator, SpecialTokens, continuation_logits};
+    let special = SpecialTokens { bos: Some(1), eos: 2, pad: 0, decoder_start: Some(2) };
+    // Two answers on two rows each, the rows of an answer ending in the same two tokens.
+    let rows = vec![vec![1, 5, 9, 7, 3], vec![1, 30, 7, 3], vec![1, 8, 4, 6], vec![1, 11, 12, 13, 4, 6]];
+    let answers = vec![vec![14u32, 15, 2], vec![16, 2, 0]];
+    for generator in [Generator::Llama(llama()), Generator::Bart(bart())] {
+        let shared: &[usize] = if generator.architecture() == "llama" { &[2, 2, 2, 2] } else { &[] };
+        let (mut state, prompt) = generator.begin_rows(&rows, 1, shared, special).unwrap();
+        let per_row: Vec<Vec<u32>> = answers.iter().flat_map(|a| [a.clone(), a.clone()]).collect();
+        let cached = continuation_logits(&generator, &mut state, &prompt, &per_row).unwrap();
+        let forced = generator.answer_logits(&rows, &answers, special).unwrap().logits;
+        assert_eq!(cached.dims(), forced.dims());
+        // The answers' real tokens (the second answer's padding is scored differently).
+        for (r, real) in [(0, 3), (1, 3), (2, 2), (3, 2)] {
+            let row = |t: Tensor<B, 3>| values(t.narrow(0, r, 1).narrow(1, 0, real));
+            let diff = max_abs_diff(&row(cached.clone()), &row(forced.clone()));
+            assert!(diff < 1e-4, "{}, row {r}: {diff}", generator.architecture());
+        }
+        let err = continuation_logits(&generator, &mut state.clone(), &prompt[..2], &per_row).unwrap_err();
+        assert!(err.to_string().contains("prompt rows"), "{err}");
+    }
 }

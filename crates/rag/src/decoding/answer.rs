@@ -1,11 +1,12 @@
 //! Answering questions with a [`RagModel`]: retrieval, decoding in one of the modes, and the
 //! provenance of every answer.
 
-use burn::tensor::Tensor;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
 use rag_generator::{
-    AnswerLogits, GenerationConfig, GeneratorKind, GeneratorState, SpecialTokens, answer_token_log_probs, generate,
+    DecodeState, GenerationConfig, GeneratorKind, GeneratorState, Padded, PaddingSide, SpecialTokens,
+    answer_token_log_probs, continuation_logits, generate,
 };
 use rag_index::NO_ID;
 
@@ -124,15 +125,17 @@ impl<B: Backend> RagModel<B> {
             ));
         }
         let contexts = self.context_rows(questions, &retrieval.passages)?;
-        let tokens = self.decode(questions, &contexts, retrieval, mode, generation)?;
-        self.provenance(&contexts, retrieval, tokens, mode)
+        // Every passage's prompt is fed once: the searches, the rescoring and the provenance
+        // all continue from this state.
+        let prefix = self.begin_rows(questions, &contexts, generation)?;
+        let tokens = self.decode(&prefix, retrieval, mode, generation)?;
+        self.provenance(&prefix, retrieval, tokens, mode)
     }
 
     /// The best answer tokens of each question (cut after the first end-of-sequence token).
     fn decode(
         &self,
-        questions: &[&str],
-        contexts: &[Vec<u32>],
+        prefix: &Prefix<B>,
         retrieval: &Retrieval<B>,
         mode: DecodeMode,
         generation: &GenerationConfig,
@@ -143,16 +146,15 @@ impl<B: Backend> RagModel<B> {
         let doc_scores = retrieval.doc_scores.clone();
         let rows: Vec<(Vec<u32>, usize)> = match mode {
             DecodeMode::Token => {
-                let (state, prompt) = self.begin_rows(questions, contexts, k, generation)?;
+                // One search row per question; its `K` passage rows share its prompt.
+                let prompt: Vec<Vec<u32>> = prefix.prompts.iter().step_by(k).cloned().collect();
                 let decoder = RagTokenDecoder::new(self.generator(), k);
-                let out = generate(&decoder, decoder.begin(state, doc_scores), &prompt, &best_only)?;
+                let out = generate(&decoder, decoder.begin(prefix.state.clone(), doc_scores), &prompt, &best_only)?;
                 out.sequences.into_iter().map(|s| (s, out.prompt_len)).collect()
             }
-            DecodeMode::SequenceThorough | DecodeMode::SequenceFast => self
-                .sequence_per_passage(questions, contexts, retrieval, mode, &best_only)?
-                .into_iter()
-                .map(|s| (s, 0))
-                .collect(),
+            DecodeMode::SequenceThorough | DecodeMode::SequenceFast => {
+                self.sequence_per_passage(prefix, retrieval, mode, &best_only)?.into_iter().map(|s| (s, 0)).collect()
+            }
         };
         Ok(rows
             .into_iter()
@@ -173,19 +175,17 @@ impl<B: Backend> RagModel<B> {
     /// (cut after the end-of-sequence token). Empty passage slots produce no candidates.
     fn sequence_per_passage(
         &self,
-        questions: &[&str],
-        contexts: &[Vec<u32>],
+        prefix: &Prefix<B>,
         retrieval: &Retrieval<B>,
         mode: DecodeMode,
         generation: &GenerationConfig,
     ) -> Result<Vec<Vec<u32>>> {
         let special = self.special_tokens();
         let k = self.config().n_docs;
-        let b = questions.len();
-        let (state, prompt) = self.begin_rows(questions, contexts, 1, generation)?;
+        let b = retrieval.passages.len();
         let beams = generation.num_beams;
         let config = GenerationConfig { num_return_sequences: beams, ..generation.clone() };
-        let out = generate(self.generator(), state, &prompt, &config)?;
+        let out = generate(self.generator(), prefix.state.clone(), &prefix.prompts, &config)?;
         let log_prior = to_f64(log_softmax(retrieval.doc_scores.clone(), 1));
         let trim = |sequence: &[u32]| -> Vec<u32> {
             let new = &sequence[out.prompt_len.min(sequence.len())..];
@@ -211,25 +211,24 @@ impl<B: Backend> RagModel<B> {
             }
         }
         if mode == DecodeMode::SequenceThorough {
-            // Rescoring every candidate on every passage, a few questions at a time (the logits
-            // are `candidates · K · A · V`).
-            const QUESTIONS_PER_PASS: usize = 8;
+            // Rescoring every candidate on every passage from the passages' cached prompts, a
+            // few questions at a time (the caches are `candidates · K` rows, the logits
+            // `candidates · K · A · V`).
+            const QUESTIONS_PER_PASS: usize = 4;
             for first in (0..b).step_by(QUESTIONS_PER_PASS) {
                 let last = (first + QUESTIONS_PER_PASS).min(b);
                 let mut rows = Vec::new();
                 let mut answers = Vec::new();
-                for i in first..last {
-                    for (tokens, _) in &candidates[i] {
-                        rows.extend_from_slice(&contexts[i * k..(i + 1) * k]);
+                for (i, question) in candidates.iter().enumerate().take(last).skip(first) {
+                    for (tokens, _) in question {
+                        rows.extend(i * k..(i + 1) * k);
                         answers.push(tokens.clone());
                     }
                 }
                 if answers.is_empty() {
                     continue;
                 }
-                let AnswerLogits { logits, target, .. } = self.generator().answer_logits(&rows, &answers, special)?;
-                let a = target.dims()[1];
-                let lp = to_f64(answer_token_log_probs(logits, target));
+                let (lp, a) = self.score_answers(prefix, &rows, &answers)?;
                 let mut c = 0;
                 for i in first..last {
                     for (tokens, marginal) in &mut candidates[i] {
@@ -255,18 +254,33 @@ impl<B: Backend> RagModel<B> {
             .collect())
     }
 
-    /// The generator's decoding state over `contexts` (each question's `K` rows in turn), in
-    /// groups of `group` rows per search row (`K`: one search row per question; 1: one per
-    /// passage), and each group's search prompt: for a decoder-only LM the instruction every
-    /// prompt of the question ends with (what precedes it is fed now); for a seq2seq one the
-    /// decoder start token (`generation`'s, else the config's).
+    /// `log p(answers[c][t] | row rows[c·K + z])` `[C, K, A]` (flattened) and `A`: each answer
+    /// teacher-forced on `K` rows of `prefix`, continuing their cached prompts.
+    fn score_answers(&self, prefix: &Prefix<B>, rows: &[usize], answers: &[Vec<u32>]) -> Result<(Vec<f64>, usize)> {
+        let k = rows.len() / answers.len();
+        let target = Padded::new(answers, self.special_tokens().pad, PaddingSide::Right);
+        let a = target.len();
+        let mut state = prefix.state.clone();
+        let index: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        state.select_rows(Tensor::from_data(TensorData::new(index, [rows.len()]), &self.generator().device()));
+        let prompts: Vec<Vec<u32>> = rows.iter().map(|&r| prefix.prompts[r].clone()).collect();
+        let per_row: Vec<Vec<u32>> = target.ids.iter().flat_map(|t| std::iter::repeat_n(t.clone(), k)).collect();
+        let logits = continuation_logits(self.generator(), &mut state, &prompts, &per_row)?;
+        let (target, _) = target.tensors::<B>(&self.generator().device());
+        Ok((to_f64(answer_token_log_probs(logits, target)), a))
+    }
+
+    /// The generator's decoding state over `contexts` (each question's `K` rows in turn, one
+    /// search row each) and each row's search prompt: for a decoder-only LM the instruction
+    /// every prompt of the question ends with (what precedes it is fed now, once); for a
+    /// seq2seq one the decoder start token (`generation`'s, else the config's), the contexts
+    /// encoded now.
     fn begin_rows(
         &self,
         questions: &[&str],
         contexts: &[Vec<u32>],
-        group: usize,
         generation: &GenerationConfig,
-    ) -> Result<(GeneratorState<B>, Vec<Vec<u32>>)> {
+    ) -> Result<Prefix<B>> {
         let special = self.special_tokens();
         let special =
             SpecialTokens { decoder_start: generation.decoder_start_token_id.or(special.decoder_start), ..special };
@@ -283,21 +297,23 @@ impl<B: Backend> RagModel<B> {
                             format!("question {i} makes an empty instruction"),
                         ));
                     }
-                    // Every search row of the question shares it.
-                    Ok(std::iter::repeat_n(n, self.config().n_docs / group))
+                    // Every passage row of the question ends with it.
+                    Ok(std::iter::repeat_n(n, self.config().n_docs))
                 })
                 .collect::<Result<Vec<_>>>()?
                 .into_iter()
                 .flatten()
                 .collect(),
         };
-        Ok(self.generator().begin_rows(contexts, group, &shared_suffix, special)?)
+        let (state, prompts) = self.generator().begin_rows(contexts, 1, &shared_suffix, special)?;
+        Ok(Prefix { state, prompts })
     }
 
-    /// Teacher-forces each answer on its `K` passages and fills in the provenance.
+    /// Teacher-forces each answer on its `K` passages (from their cached prompts) and fills in
+    /// the provenance.
     fn provenance(
         &self,
-        contexts: &[Vec<u32>],
+        prefix: &Prefix<B>,
         retrieval: &Retrieval<B>,
         tokens: Vec<Vec<u32>>,
         mode: DecodeMode,
@@ -305,10 +321,8 @@ impl<B: Backend> RagModel<B> {
         let [b, k] = retrieval.doc_scores.dims();
         let scored: Vec<Vec<u32>> =
             tokens.iter().map(|t| if t.is_empty() { vec![self.special_tokens().eos] } else { t.clone() }).collect();
-        let AnswerLogits { logits, target, .. } =
-            self.generator().answer_logits(contexts, &scored, self.special_tokens())?;
-        let a = target.dims()[1];
-        let token_log_probs = to_f64(answer_token_log_probs(logits, target));
+        let rows: Vec<usize> = (0..b * k).collect();
+        let (token_log_probs, a) = self.score_answers(prefix, &rows, &scored)?;
         let log_prior = to_f64(log_softmax(retrieval.doc_scores.clone(), 1));
         let mut answers = Vec::with_capacity(b);
         for (i, tokens) in tokens.into_iter().enumerate() {
@@ -351,6 +365,14 @@ impl<B: Backend> RagModel<B> {
         }
         Ok(answers)
     }
+}
+
+/// The generator's state after every passage row's prompt prefix was fed (or, for a seq2seq
+/// generator, every context encoded), and each row's search prompt: what searches and
+/// teacher-forced scoring continue from, so no passage is read twice.
+struct Prefix<B: Backend> {
+    state: GeneratorState<B>,
+    prompts: Vec<Vec<u32>>,
 }
 
 fn to_f64<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
