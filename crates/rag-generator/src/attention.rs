@@ -1,21 +1,9 @@
 //! Pieces both architectures share: head splitting, masks and the per-layer key/value cache.
 
-use burn::nn::Linear;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Int, Tensor};
-
-/// `linear(x)` for `x` `[b, t, d]` as one `[b·t, d]` matrix product: a batched product over
-/// `[1, d, out]` weights (what `Linear::forward` does with a rank-3 input) runs one small GEMM
-/// per row, each packing the weights again, and on two cores ran the 135M LM's prefill at a
-/// fraction of the GEMM's speed.
-pub(crate) fn project<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-    let [b, t, d] = x.dims();
-    let y = linear.forward(x.reshape([b * t, d]));
-    let out = y.dims()[1];
-    y.reshape([b, t, out])
-}
 
 /// `[b, t, heads·dh]` → `[b, heads, t, dh]`.
 pub(crate) fn split_heads<B: Backend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {

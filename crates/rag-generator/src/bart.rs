@@ -21,7 +21,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, DType, Int, Tensor};
-use rag_hf::{Activation, Loader, Weights};
+use rag_hf::{Activation, Loader, Weights, project};
 
 use crate::attention::{KvCache, attend, causal, key_padding, split_heads};
 use crate::config::{BartConfig, ConfigFile};
@@ -59,12 +59,12 @@ impl<B: Backend> BartAttention<B> {
 
     /// Keys and values of `x` `[b, t, d]`, split into heads.
     fn keys_values(&self, x: Tensor<B, 3>) -> (Tensor<B, 4>, Tensor<B, 4>) {
-        (split_heads(self.k_proj.forward(x.clone()), self.heads), split_heads(self.v_proj.forward(x), self.heads))
+        (split_heads(project(&self.k_proj, x.clone()), self.heads), split_heads(project(&self.v_proj, x), self.heads))
     }
 
     fn forward(&self, x: Tensor<B, 3>, kv: (Tensor<B, 4>, Tensor<B, 4>), masked: Tensor<B, 4, Bool>) -> Tensor<B, 3> {
-        let q = split_heads(self.q_proj.forward(x), self.heads);
-        self.out_proj.forward(attend(q, kv.0, kv.1, masked))
+        let q = split_heads(project(&self.q_proj, x), self.heads);
+        project(&self.out_proj, attend(q, kv.0, kv.1, masked))
     }
 }
 
@@ -89,7 +89,7 @@ impl<B: Backend> FeedForward<B> {
     }
 
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.fc2.forward(self.activation_dropout.forward(self.activation.apply(self.fc1.forward(x))))
+        project(&self.fc2, self.activation_dropout.forward(self.activation.apply(project(&self.fc1, x))))
     }
 }
 

@@ -18,10 +18,10 @@ use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Embedding, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
-use rag_hf::{Activation, Loader, Weights};
+use rag_hf::{Activation, Loader, Weights, project};
 
 use crate::Result;
-use crate::attention::{KvCache, attend_grouped, causal, key_padding, project, split_heads};
+use crate::attention::{KvCache, attend_grouped, causal, key_padding, split_heads};
 use crate::config::{ConfigFile, LlamaConfig, RopeScaling};
 use crate::generation::GenerationConfig;
 use crate::search::{DecodeState, Generated, StepModel, generate};

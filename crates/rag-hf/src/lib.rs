@@ -7,7 +7,8 @@
 //!   under a prefix, on a chosen device and dtype. A tensor the model needs and the checkpoint
 //!   lacks, or one whose shape differs from what the config implies, is an [`HfError`] naming the
 //!   tensor (and both shapes), with a hint when the same tensor sits under another prefix.
-//! - [`Activation`]: the feed-forward activations HF configs name.
+//! - [`Activation`]: the feed-forward activations HF configs name; [`project`]: a linear layer
+//!   over `[batch, len, d]` as one matrix product.
 //! - [`write_safetensors`]: tensors to a safetensors file, atomically.
 //! - [`save_module`] / [`load_module`]: a whole Burn module's parameters to and from one
 //!   safetensors file, named by module path (whole-model checkpoints).
@@ -37,7 +38,7 @@ mod module_file;
 mod quant;
 mod write;
 
-pub use activation::Activation;
+pub use activation::{Activation, project};
 pub use checkpoint::{Checkpoint, WEIGHTS_FILE, WEIGHTS_INDEX_FILE};
 pub use error::{HfError, Result};
 pub use gguf::{GGUF_MAGIC, GgufFile, GgufTensor, GgufTensorData, GgufValue, write_gguf};

@@ -22,7 +22,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, DType, Int, Tensor};
-use rag_hf::{Loader, Weights};
+use rag_hf::{Loader, Weights, project};
 
 use crate::Result;
 use crate::config::{Activation, BertConfig};
@@ -218,15 +218,15 @@ impl<B: Backend> BertLayer<B> {
     fn forward(&self, x: Tensor<B, 3>, padded: Tensor<B, 4, Bool>) -> Tensor<B, 3> {
         let [batch, len, d] = x.dims();
         let split = |t: Tensor<B, 3>| t.reshape([batch, len, self.heads, d / self.heads]).swap_dims(1, 2);
-        let q = split(self.query.forward(x.clone()));
-        let k = split(self.key.forward(x.clone()));
-        let v = split(self.value.forward(x.clone()));
+        let q = split(project(&self.query, x.clone()));
+        let k = split(project(&self.key, x.clone()));
+        let v = split(project(&self.value, x.clone()));
         let context = attention(q, k, v, Some(padded), None, AttentionModuleOptions::default())
             .swap_dims(1, 2)
             .reshape([batch, len, d]);
-        let attended = self.attention_norm.forward(self.dropout.forward(self.attention_output.forward(context)) + x);
-        let hidden = self.intermediate.forward(attended.clone());
+        let attended = self.attention_norm.forward(self.dropout.forward(project(&self.attention_output, context)) + x);
+        let hidden = project(&self.intermediate, attended.clone());
         let hidden = self.activation.apply(hidden);
-        self.output_norm.forward(self.dropout.forward(self.output.forward(hidden)) + attended)
+        self.output_norm.forward(self.dropout.forward(project(&self.output, hidden)) + attended)
     }
 }
