@@ -261,8 +261,10 @@ impl<B: Backend> RagModel<B> {
         let target = Padded::new(answers, self.special_tokens().pad, PaddingSide::Right);
         let a = target.len();
         let mut state = prefix.state.clone();
-        let index: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
-        state.select_rows(Tensor::from_data(TensorData::new(index, [rows.len()]), &self.generator().device()));
+        if rows.len() != state.rows() || rows.iter().enumerate().any(|(i, &r)| i != r) {
+            let index: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+            state.select_rows(Tensor::from_data(TensorData::new(index, [rows.len()]), &self.generator().device()));
+        }
         let prompts: Vec<Vec<u32>> = rows.iter().map(|&r| prefix.prompts[r].clone()).collect();
         let per_row: Vec<Vec<u32>> = target.ids.iter().flat_map(|t| std::iter::repeat_n(t.clone(), k)).collect();
         let logits = continuation_logits(self.generator(), &mut state, &prompts, &per_row)?;
@@ -271,10 +273,10 @@ impl<B: Backend> RagModel<B> {
     }
 
     /// The generator's decoding state over `contexts` (each question's `K` rows in turn, one
-    /// search row each) and each row's search prompt: for a decoder-only LM the instruction
-    /// every prompt of the question ends with (what precedes it is fed now, once); for a
-    /// seq2seq one the decoder start token (`generation`'s, else the config's), the contexts
-    /// encoded now.
+    /// search row each) and each row's search prompt: for a decoder-only LM the last token of
+    /// the instruction every prompt of the question ends with (all before it is fed now, once);
+    /// for a seq2seq one the decoder start token (`generation`'s, else the config's), the
+    /// contexts encoded now.
     fn begin_rows(
         &self,
         questions: &[&str],
