@@ -292,8 +292,7 @@ impl<B: Backend> Llama<B> {
         &self.embed_tokens
     }
 
-    /// Logits `[b, t, vocab]` of final hidden states (after the final norm) `[b, t, d]`.
-    /// Logits `[b, t, vocab]` of final hidden states `[b, t, d]` ([`Llama::forward_hidden`]).
+    /// Logits `[b, t, vocab]` of final-normed hidden states `[b, t, d]` ([`Llama::forward_hidden`]).
     pub fn lm_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.lm_head {
             Some(head) => project(head, hidden),
@@ -361,10 +360,9 @@ impl<B: Backend> Llama<B> {
     /// Feeds `rows` (ragged) into a fresh decoding state: the caches a search or a
     /// teacher-forced continuation then starts from. Rows are fed in passes of similar length
     /// (sorted; at most [`PREFILL_TOKENS`] padded tokens a pass, or one row when it is longer;
-    /// a pass of an eighth of that or more ends before a row it would pad by over a quarter), so a
-    /// short passage is not
-    /// padded to the longest of the batch: padding costs as much as a token in every linear
-    /// layer. The passes' caches are then left-padded to the longest row (masked, so no query
+    /// a pass of an eighth of that or more ends before a row it would pad by over a quarter), so
+    /// a short passage is not padded to the longest of the batch: padding costs as much as a
+    /// token in every linear layer. The passes' caches are then left-padded to the longest row (masked, so no query
     /// sees the padding) and put back in `rows`' order; positions come from the mask, so the
     /// result is the state one left-padded pass would give. A row that repeats an earlier one is
     /// fed once and its caches copied.

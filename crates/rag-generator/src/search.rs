@@ -76,29 +76,9 @@ pub fn continuation_logits<B: Backend, M: StepModel<B>>(
     prompt: &[Vec<u32>],
     answers: &[Vec<u32>],
 ) -> Result<Tensor<B, 3>> {
-    let rows = state.rows();
-    let a = answers.first().map_or(0, Vec::len);
-    if prompt.len() != rows || answers.len() != rows {
-        return Err(input_error(
-            "answers",
-            format!("{} prompt rows and {} answers for a state of {rows} rows", prompt.len(), answers.len()),
-        ));
-    }
-    if a == 0 || answers.iter().any(|r| r.len() != a) {
-        return Err(input_error("answers", "every answer needs the same number (at least 1) of tokens; pad them"));
-    }
-    if prompt.first().is_none_or(Vec::is_empty) || prompt.iter().any(|p| p.len() != prompt[0].len()) {
-        return Err(input_error("prompt", "every row needs the same number (at least 1) of tokens; pad them"));
-    }
-    let vocab = model.vocab_size();
-    if let Some((row, id)) = prompt
-        .iter()
-        .chain(answers)
-        .enumerate()
-        .find_map(|(r, p)| p.iter().find(|&&t| t as usize >= vocab).map(|t| (r, t)))
-    {
-        return Err(input_error("answers", format!("row {row}: id {id} is outside the vocabulary of {vocab}")));
-    }
+    let (rows, vocab) = (state.rows(), model.vocab_size());
+    check_fed("prompt", prompt, rows, vocab)?;
+    let a = check_fed("answers", answers, rows, vocab)?;
     let device = state.device();
     let first = model.step(state, int_tensor::<B>(prompt, &device)).reshape([rows, 1, vocab]);
     if a == 1 {
@@ -107,6 +87,24 @@ pub fn continuation_logits<B: Backend, M: StepModel<B>>(
     let fed: Vec<Vec<u32>> = answers.iter().map(|r| r[..a - 1].to_vec()).collect();
     let rest = model.step_all(state, int_tensor::<B>(&fed, &device));
     Ok(Tensor::cat(vec![first, rest], 1))
+}
+
+/// Checks token rows fed to a state of `rows` rows: that many, all of one length (at least 1),
+/// every id inside `vocab`; `field` names them in the error. Returns their length.
+fn check_fed(field: &'static str, fed: &[Vec<u32>], rows: usize, vocab: usize) -> Result<usize> {
+    if fed.len() != rows {
+        return Err(input_error(field, format!("{} {field} rows for a state of {rows} rows", fed.len())));
+    }
+    let len = fed.first().map_or(0, Vec::len);
+    if len == 0 || fed.iter().any(|r| r.len() != len) {
+        return Err(input_error(field, "every row needs the same number (at least 1) of tokens; pad them"));
+    }
+    if let Some((row, id)) =
+        fed.iter().enumerate().find_map(|(r, p)| p.iter().find(|&&t| t as usize >= vocab).map(|t| (r, t)))
+    {
+        return Err(input_error(field, format!("row {row}: id {id} is outside the vocabulary of {vocab}")));
+    }
+    Ok(len)
 }
 
 /// What [`generate`] returns.
@@ -193,28 +191,12 @@ pub fn generate<B: Backend, M: StepModel<B>>(
     config: &GenerationConfig,
 ) -> Result<Generated> {
     config.validate()?;
-    let prompt_len = prompt.first().map_or(0, Vec::len);
-    if prompt.len() != state.rows() {
-        return Err(input_error("prompt", format!("{} rows for a state of {} rows", prompt.len(), state.rows())));
-    }
-    if prompt_len == 0 || prompt.iter().any(|p| p.len() != prompt_len) {
-        return Err(input_error("prompt", "every row needs the same number (at least 1) of tokens; pad them"));
-    }
+    let prompt_len = check_fed("prompt", prompt, state.rows(), model.vocab_size())?;
     let max_len = config.max_length_for(prompt_len);
     if max_len > model.max_positions() {
         return Err(input_error(
             "max_length",
             format!("{max_len} is beyond the model's {} positions", model.max_positions()),
-        ));
-    }
-    if let Some((row, id)) = prompt
-        .iter()
-        .enumerate()
-        .find_map(|(r, p)| p.iter().find(|&&t| t as usize >= model.vocab_size()).map(|t| (r, t)))
-    {
-        return Err(input_error(
-            "prompt",
-            format!("row {row}: id {id} is outside the vocabulary of {}", model.vocab_size()),
         ));
     }
     if prompt_len >= max_len {
