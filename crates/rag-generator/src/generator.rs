@@ -119,11 +119,10 @@ impl<B: Backend> Generator<B> {
     }
 
     /// Loads a HF checkpoint directory (`config.json` with `model_type` `bart` or `llama`, and
-    /// `model.safetensors`, single or sharded).
+    /// `model.safetensors`, single or sharded), or a LLaMA GGUF file or a directory holding one
+    /// ([`crate::generator_gguf`]).
     pub fn from_pretrained(dir: &Path, dropout: f64, device: &B::Device, dtype: DType) -> Result<Self> {
-        if !dir.join("config.json").is_file()
-            && let Some(gguf) = crate::gguf::find_gguf(dir)
-        {
+        if let Some(gguf) = crate::gguf::generator_gguf(dir) {
             let file = rag_hf::GgufFile::open(gguf)?;
             return Ok(Self::Llama(crate::gguf::llama_from_gguf(&file, dropout, device, dtype)?.0));
         }

@@ -37,6 +37,12 @@ pub fn find_gguf(path: &Path) -> Option<PathBuf> {
     (found.len() == 1).then(|| found.remove(0))
 }
 
+/// The GGUF file a generator path stands for ([`find_gguf`]), unless it is a HF checkpoint
+/// directory (one with `config.json`), which `Generator::from_pretrained` reads as such.
+pub fn generator_gguf(path: &Path) -> Option<PathBuf> {
+    if path.join("config.json").is_file() { None } else { find_gguf(path) }
+}
+
 fn gguf_error(file: &GgufFile, message: String) -> GeneratorError {
     GeneratorError::Checkpoint(rag_hf::HfError::Gguf { path: file.path().to_path_buf(), message })
 }

@@ -57,7 +57,7 @@ pub use generation::{EarlyStopping, GenerationConfig};
 pub use generator::{
     ARCHITECTURES, AnswerLogits, Generator, GeneratorKind, GeneratorState, SpecialTokens, answer_token_log_probs,
 };
-pub use gguf::{find_gguf, llama_config_from_gguf, llama_from_gguf, open_gguf, tokenizer_from_gguf};
+pub use gguf::{find_gguf, generator_gguf, llama_config_from_gguf, llama_from_gguf, open_gguf, tokenizer_from_gguf};
 pub use llama::{Llama, LlamaState, PREFILL_TOKENS, Rotary, positions_from_mask};
 pub use search::{DecodeState, Generated, StepModel, continuation_logits, generate};
 pub use tokenizer::{GeneratorTokenizer, Padded, PaddingSide};

@@ -104,8 +104,7 @@ fn files<AB: AutodiffBackend>(config: &ExperimentConfig, device: &AB::Device) ->
     // The data first: a bad line fails in a second, before any model is read.
     let train = read_qa_jsonl(&files.train)?;
     let mut eval = read_qa_jsonl(&files.dev)?;
-    let gguf =
-        if files.generator.join("config.json").is_file() { None } else { rag_generator::find_gguf(&files.generator) };
+    let gguf = rag_generator::generator_gguf(&files.generator);
     let hf_dirs: &[(&'static str, &PathBuf)] = match gguf {
         Some(_) => &[("retriever", &files.retriever)],
         None => &[("retriever", &files.retriever), ("generator", &files.generator)],
