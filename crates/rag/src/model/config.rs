@@ -68,6 +68,24 @@ impl ContextFormat {
         Self::Seq2Seq { title_sep: " / ".into(), doc_sep: " // ".into(), max_tokens: 300 }
     }
 
+    /// A ChatML user turn for an instruction-tuned LM whose `<bos>` is `<|im_start|>` and whose
+    /// `<eos>` is `<|im_end|>` (SmolLM2-Instruct, Qwen): `<|im_start|>user\nBackground: {title}
+    /// {text}\n\nQuestion: {question}\nAnswer with a few words copied from the
+    /// background.<|im_end|>\n<|im_start|>assistant\n`, then the answer and `<|im_end|>`: the
+    /// model's own chat format, which it was tuned to answer in. Zero-shot on 16 SQuAD dev
+    /// questions with the gold passage, SmolLM2-135M-Instruct's F1 was 0.094 with it and 0.037
+    /// with [`ContextFormat::ra_dit`].
+    pub fn chatml() -> Self {
+        Self::Background {
+            background: "user\nBackground: {title} {text}\n\n".into(),
+            instruction:
+                "Question: {question}\nAnswer with a few words copied from the background.<|im_end|>\n<|im_start|>assistant\n"
+                    .into(),
+            answer_prefix: String::new(),
+            max_background_tokens: 256,
+        }
+    }
+
     /// RA-DIT's format with 256 background tokens.
     pub fn ra_dit() -> Self {
         Self::Background {

@@ -66,14 +66,24 @@ pub struct DataFiles {
     pub corpus: PathBuf,
     /// Training questions: JSONL of `{"question", "answers": [...]}`.
     pub train: PathBuf,
-    /// Evaluation questions, same format (the rows are measured on them).
+    /// Evaluation questions, same format: evaluated during training, and the rows are measured
+    /// on them unless `test` is given.
     pub dev: PathBuf,
-    /// A HF retriever directory (BERT, DPR or sentence-transformers) with `tokenizer.json`; it
-    /// becomes both encoders.
-    pub retriever: PathBuf,
+    /// Held-out questions the rows are measured on (`None`: the dev questions).
+    pub test: Option<PathBuf>,
+    /// The query encoder: a HF retriever directory (BERT, DPR or sentence-transformers) with
+    /// `tokenizer.json`.
+    pub question_encoder: PathBuf,
+    /// The document encoder, same kind (DPR's context encoder; the question encoder's
+    /// directory again for a symmetric model such as MiniLM). Both must share one tokenizer.
+    pub document_encoder: PathBuf,
     /// The generator: a HF directory (BART or LLaMA) with `tokenizer.json`, or a LLaMA GGUF
     /// file or a directory holding one.
     pub generator: PathBuf,
+    /// An index of the corpus by the document encoder (`cargo xtask index`), used instead of
+    /// encoding the corpus: checked against the store (every passage, nothing else) and the
+    /// encoder (sampled passages re-encoded) before use.
+    pub index: Option<PathBuf>,
 }
 
 /// Everything that shapes an experiment. `None` means the recipe's default on the data (see
@@ -131,6 +141,9 @@ pub struct ExperimentConfig {
     pub baselines: bool,
     /// Evaluate on at most this many questions.
     pub eval_limit: Option<usize>,
+    /// Evaluate during training (the dev questions) on at most this many (default:
+    /// `eval_limit`).
+    pub dev_limit: Option<usize>,
     /// The generator's forward precision in training.
     pub precision: Precision,
     /// Show progress bars.
@@ -152,6 +165,13 @@ pub struct ExperimentConfig {
     /// answers at least this fraction of the test questions exactly (LSR from an LM that does
     /// not read is noise).
     pub min_teacher_exact_match: f64,
+    /// The index the corpus is encoded into: `None` the exact flat index, else HNSW with this
+    /// storage.
+    pub index_storage: Option<rag_index::Storage>,
+    /// How a pretrained decoder-only generator is prompted (default: [`ContextFormat::ra_dit`];
+    /// [`ContextFormat::chatml`] for a ChatML-tuned model). A seq2seq generator reads HF RAG's
+    /// format whatever this says.
+    pub prompt: Option<crate::ContextFormat>,
 }
 
 impl ExperimentConfig {
@@ -180,6 +200,7 @@ impl ExperimentConfig {
             refresh_every: 50,
             baselines: true,
             eval_limit: None,
+            dev_limit: None,
             precision: Precision::F32,
             progress: true,
             read_steps: None,
@@ -187,6 +208,8 @@ impl ExperimentConfig {
             lm_docs: None,
             lm_steps: None,
             min_teacher_exact_match: 0.5,
+            index_storage: None,
+            prompt: None,
         }
     }
 
@@ -222,7 +245,28 @@ impl ExperimentConfig {
     }
 }
 
-/// The step count and learning rates (retriever, generator) of each recipe's own stage.
+/// The learning rates (retriever, generator) of each recipe's own stage on pretrained models
+/// (your files): fine-tuning rates (DPR trained its encoders at 1e-5 to 2e-5; LM fine-tuning
+/// of a small LLaMA-family model at 1e-5 to 5e-5). The scratch models' rates
+/// ([`recipe_defaults`], 5e-4 and 2e-3) sent SmolLM2's loss to 126 and its gradient norm to
+/// 1,010 within three steps.
+pub fn pretrained_learning_rates(recipe: Recipe) -> (f64, f64) {
+    match recipe {
+        Recipe::RagToken | Recipe::RagSequence => (PRETRAINED_RETRIEVER_LR, PRETRAINED_GENERATOR_LR),
+        Recipe::RaDitLm => (0.0, PRETRAINED_GENERATOR_LR),
+        Recipe::RaDitLsr => (PRETRAINED_RETRIEVER_LR, 0.0),
+    }
+}
+
+/// The query encoder's default peak rate on pretrained models.
+pub const PRETRAINED_RETRIEVER_LR: f64 = 2e-5;
+
+/// The generator's default peak rate on pretrained models (its warm-ups too).
+pub const PRETRAINED_GENERATOR_LR: f64 = 3e-5;
+
+/// The step count and learning rates (retriever, generator) of each recipe's own stage, for the
+/// embedded task's models trained from scratch (on pretrained models the rates are
+/// [`pretrained_learning_rates`]).
 pub fn recipe_defaults(recipe: Recipe) -> (u64, f64, f64) {
     match recipe {
         Recipe::RagToken | Recipe::RagSequence => (1500, 5e-4, 2e-3),
@@ -424,10 +468,34 @@ pub fn run<AB: AutodiffBackend, I: Backend>(config: &ExperimentConfig, device: &
     }
     // Each stage takes its own recipe's learning rates (RA-DIT's `lm` stage trains the LM that
     // the LSR stage then freezes), unless given.
-    let lrs = |r: Recipe| {
-        (args.retriever_lr.unwrap_or(recipe_defaults(r).1), args.generator_lr.unwrap_or(recipe_defaults(r).2))
+    let default_lrs = |r: Recipe| match embedded {
+        true => (recipe_defaults(r).1, recipe_defaults(r).2),
+        false => pretrained_learning_rates(r),
     };
+    let lrs =
+        |r: Recipe| (args.retriever_lr.unwrap_or(default_lrs(r).0), args.generator_lr.unwrap_or(default_lrs(r).1));
     let (rlr, glr) = lrs(recipe);
+    // The warm-ups' generator rate: the scratch models' on the embedded task, a fine-tuning
+    // rate on pretrained ones.
+    let warmup_lr = if embedded { WARMUP_LR } else { PRETRAINED_GENERATOR_LR };
+    if args.progress {
+        let given = |flag: Option<f64>| {
+            if flag.is_some() {
+                "given"
+            } else if embedded {
+                "scratch default"
+            } else {
+                "pretrained default"
+            }
+        };
+        eprintln!(
+            "{name}: peak learning rates: retriever {rlr:e} ({}), generator {glr:e} ({}); linear warm-up over the \
+             first {} steps (a tenth, at most 100), then linear decay",
+            given(args.retriever_lr),
+            given(args.generator_lr),
+            (steps / 10).min(100)
+        );
+    }
     let eval_options = EvalOptions {
         batch_size: 32,
         ks: KS.to_vec(),
@@ -560,7 +628,7 @@ pub fn run<AB: AutodiffBackend, I: Backend>(config: &ExperimentConfig, device: &
         let data = StageData { train: &examples, dev: &held_out, test: &held_out };
         let copy = StageSpec {
             passages: PassageSource::ClosedBook,
-            generator_lr: Some(WARMUP_LR),
+            generator_lr: Some(warmup_lr),
             ..StageSpec::new("copy", lm_recipe, copy_steps)
         };
         let stage = run_stage_on(copy, fresh(lm_recipe, 1)?, &data)?;
@@ -573,7 +641,7 @@ pub fn run<AB: AutodiffBackend, I: Backend>(config: &ExperimentConfig, device: &
         let read = StageSpec {
             passages: PassageSource::Gold,
             before: true,
-            generator_lr: Some(WARMUP_LR),
+            generator_lr: Some(warmup_lr),
             ..StageSpec::new("read", lm_recipe, read_steps)
         };
         let start = match warmed.take() {
@@ -698,7 +766,11 @@ pub fn run<AB: AutodiffBackend, I: Backend>(config: &ExperimentConfig, device: &
         device: args.device.clone(),
         backend: <AB::InnerBackend as Backend>::name(device),
         data: if embedded { "embedded" } else { "user" }.into(),
-        evaluated_on: if embedded { "test" } else { "dev" }.into(),
+        evaluated_on: match &args.data {
+            ExperimentData::Files(DataFiles { test: None, .. }) => "dev",
+            _ => "test",
+        }
+        .into(),
         wall_seconds: started.elapsed().as_secs_f64(),
         examples_per_second: main.summary.examples_per_second,
         peak_rss_bytes: peak_rss_bytes(),

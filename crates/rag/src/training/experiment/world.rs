@@ -8,7 +8,7 @@ use std::sync::Arc;
 use burn::tensor::DType;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use rag_generator::{GenerationConfig, GeneratorTokenizer};
-use rag_index::{FlatIndex, IngestOptions, Metric, PassageStore, StoreBuilder};
+use rag_index::{FlatIndex, HnswConfig, HnswIndex, IngestOptions, Metric, PassageStore, StoreBuilder, VectorIndex};
 use rag_retriever::{BiEncoder, EncodeOptions, Encoder, EncoderOptions, TextTokenizer};
 
 use super::{ExperimentConfig, ExperimentData};
@@ -72,6 +72,9 @@ fn embedded<AB: AutodiffBackend, I: Backend>(
         dev.truncate(limit);
         test.truncate(limit);
     }
+    if let Some(limit) = config.dev_limit {
+        dev.truncate(limit);
+    }
     let probe: RagModel<I> = setup.model(config.recipe, config.n_docs.unwrap_or(3), seed, &Default::default())?;
     Ok(World {
         train: setup.task.train.clone(),
@@ -96,20 +99,28 @@ fn embedded<AB: AutodiffBackend, I: Backend>(
 
 fn files<AB: AutodiffBackend>(config: &ExperimentConfig, device: &AB::Device) -> Result<World<AB>> {
     let ExperimentData::Files(files) = &config.data else { unreachable!("called for files") };
-    for (field, path) in [("corpus", &files.corpus), ("train", &files.train), ("dev", &files.dev)] {
+    let test_file = files.test.as_ref().map(|t| ("test", t));
+    for (field, path) in
+        [("corpus", &files.corpus), ("train", &files.train), ("dev", &files.dev)].into_iter().chain(test_file)
+    {
         if !path.is_file() {
             return Err(input(field, format!("{}: no such file", path.display())));
         }
     }
     // The data first: a bad line fails in a second, before any model is read.
     let train = read_qa_jsonl(&files.train)?;
-    let mut eval = read_qa_jsonl(&files.dev)?;
-    let gguf = rag_generator::generator_gguf(&files.generator);
-    let hf_dirs: &[(&'static str, &PathBuf)] = match gguf {
-        Some(_) => &[("retriever", &files.retriever)],
-        None => &[("retriever", &files.retriever), ("generator", &files.generator)],
+    let mut dev = read_qa_jsonl(&files.dev)?;
+    let mut test = match &files.test {
+        Some(path) => read_qa_jsonl(path)?,
+        None => dev.clone(),
     };
-    for &(field, path) in hf_dirs {
+    let gguf = rag_generator::generator_gguf(&files.generator);
+    let mut hf_dirs =
+        vec![("question_encoder", &files.question_encoder), ("document_encoder", &files.document_encoder)];
+    if gguf.is_none() {
+        hf_dirs.push(("generator", &files.generator));
+    }
+    for (field, path) in hf_dirs {
         if !path.join("config.json").is_file() || !path.join("tokenizer.json").is_file() {
             return Err(input(
                 field,
@@ -121,8 +132,24 @@ fn files<AB: AutodiffBackend>(config: &ExperimentConfig, device: &AB::Device) ->
             ));
         }
     }
+    let read = |path: PathBuf| std::fs::read(&path).map_err(|source| crate::RagError::Io { path, source });
+    if read(files.question_encoder.join("tokenizer.json"))? != read(files.document_encoder.join("tokenizer.json"))? {
+        return Err(input(
+            "document_encoder",
+            format!(
+                "{}/tokenizer.json differs from the question encoder's ({}/tokenizer.json): a model reads queries and \
+                 passages with one tokenizer",
+                files.document_encoder.display(),
+                files.question_encoder.display()
+            ),
+        ));
+    }
     if let Some(limit) = config.eval_limit {
-        eval.truncate(limit);
+        dev.truncate(limit);
+        test.truncate(limit);
+    }
+    if let Some(limit) = config.dev_limit {
+        dev.truncate(limit);
     }
     let store_path = config.run_dir.join("corpus.store");
     let mut builder = StoreBuilder::create(&store_path)?;
@@ -134,36 +161,55 @@ fn files<AB: AutodiffBackend>(config: &ExperimentConfig, device: &AB::Device) ->
     for (name, path) in [("corpus", &files.corpus), ("train", &files.train)] {
         identity.insert(name.to_string(), sha256_file(path)?);
     }
-    for (name, path) in [("retriever", &files.retriever), ("generator", &files.generator)] {
+    if let Some(prompt) = &config.prompt {
+        identity.insert("prompt".to_string(), serde_json::to_string(prompt).expect("a format serializes"));
+    }
+    for (name, path) in [
+        ("retriever", &files.question_encoder),
+        ("document_encoder", &files.document_encoder),
+        ("generator", &files.generator),
+    ] {
         identity.insert(name.to_string(), path.display().to_string());
     }
     check_gold_ids(&files.train, &train, &store)?;
-    check_gold_ids(&files.dev, &eval, &store)?;
+    check_gold_ids(&files.dev, &dev, &store)?;
+    if let Some(path) = &files.test {
+        check_gold_ids(path, &test, &store)?;
+    }
     let passages = store.len();
     let parts = Arc::new(Parts {
-        tokenizer: TextTokenizer::from_file(files.retriever.join("tokenizer.json"), Some(256))?,
+        tokenizer: TextTokenizer::from_file(files.question_encoder.join("tokenizer.json"), Some(256))?,
         gen_tokenizer: match &gguf {
             Some(path) => rag_generator::tokenizer_from_gguf(&rag_hf::GgufFile::open(path)?)?,
             None => GeneratorTokenizer::from_file(files.generator.join("tokenizer.json"))?,
         },
-        retriever: files.retriever.clone(),
+        question_encoder: files.question_encoder.clone(),
+        document_encoder: files.document_encoder.clone(),
         generator: files.generator.clone(),
+        prompt: config.prompt.clone(),
     });
-    // A probe on the training backend's inner side: only its generation config is read.
+    // A probe on the training backend's inner side: its generation config, and the pretrained
+    // document encoder a given index is checked against.
     let probe: RagModel<AB::InnerBackend> = parts.build(device, config.recipe, config.n_docs.unwrap_or(5))?;
+    let encode = EncodeOptions { batch_size: 32, with_titles: true, progress: config.progress };
+    let indexes = Arc::new(SharedIndexes::new(config.run_dir.join("indexes"), config.index_storage));
+    if let Some(path) = &files.index {
+        let index = rag_index::open_index(path).within(|| "reading --index".to_string())?;
+        let encoder = probe.retriever().document_encoder();
+        crate::check_index(encoder, probe.passage_tokenizer(), &store, index.as_ref(), path, &encode, 8)?;
+        indexes.insert(fingerprint(encoder), path.clone())?;
+    }
     let store_for = store_path.clone();
     let knowledge_for = move |m: &RagModel<AB::InnerBackend>| -> Result<Knowledge> {
         let store = PassageStore::open(&store_for)?;
-        let mut index = FlatIndex::new(m.retriever().dim(), Metric::InnerProduct)?;
-        let options = EncodeOptions { batch_size: 32, with_titles: true, progress: true };
-        index_store(m.retriever().document_encoder(), m.passage_tokenizer(), &store, &mut index, &options)?;
-        Ok(Knowledge { store, index: Box::new(index) })
+        let index = indexes.get_or_encode(m, &store, &encode)?;
+        Ok(Knowledge { store, index })
     };
     let device = device.clone();
     Ok(World {
         train,
-        dev: eval.clone(),
-        test: eval,
+        dev,
+        test,
         store_path,
         passages,
         generation: probe.generator().generation_config(),
@@ -174,6 +220,79 @@ fn files<AB: AutodiffBackend>(config: &ExperimentConfig, device: &AB::Device) ->
     })
 }
 
+/// The corpus encoded once per document encoder: every stage whose document encoder has the
+/// same weights (all of them unless it trains) opens one index file instead of re-encoding.
+struct SharedIndexes {
+    dir: PathBuf,
+    storage: Option<rag_index::Storage>,
+    /// Document-encoder fingerprint → its index file.
+    files: std::sync::Mutex<BTreeMap<String, PathBuf>>,
+}
+
+impl SharedIndexes {
+    fn new(dir: PathBuf, storage: Option<rag_index::Storage>) -> Self {
+        Self { dir, storage, files: Default::default() }
+    }
+
+    fn insert(&self, fingerprint: String, path: PathBuf) -> Result<()> {
+        self.files.lock().expect("no panic while holding the lock").insert(fingerprint, path);
+        Ok(())
+    }
+
+    /// The index of `store` by `model`'s document encoder: the file encoded before for the same
+    /// weights, or a new encoding (written under the run's `indexes/`).
+    fn get_or_encode<B: Backend>(
+        &self,
+        model: &RagModel<B>,
+        store: &PassageStore,
+        encode: &EncodeOptions,
+    ) -> Result<Box<dyn VectorIndex>> {
+        let encoder = model.retriever().document_encoder();
+        let key = fingerprint(encoder);
+        // Held while encoding: two stages wanting the same index encode it once.
+        let mut files = self.files.lock().expect("no panic while holding the lock");
+        if let Some(path) = files.get(&key) {
+            return Ok(rag_index::open_index(path)?);
+        }
+        let dim = encoder.dim();
+        let mut index: Box<dyn VectorIndex> = match self.storage {
+            None => Box::new(FlatIndex::new(dim, Metric::InnerProduct)?),
+            Some(storage) => Box::new(HnswIndex::new(
+                dim,
+                HnswConfig { metric: Metric::InnerProduct, storage, ..HnswConfig::default() },
+            )?),
+        };
+        if encode.progress {
+            eprintln!("encoding {} passages with the document encoder", store.len());
+        }
+        let report = index_store(encoder, model.passage_tokenizer(), store, index.as_mut(), encode)?;
+        if encode.progress {
+            eprintln!(
+                "encoded {} passages in {:.1} s ({:.1} passages/s)",
+                report.passages,
+                report.seconds,
+                report.rate()
+            );
+        }
+        let path = self.dir.join(format!("{}.index", &key[..16]));
+        std::fs::create_dir_all(&self.dir).map_err(|source| crate::RagError::Io { path: self.dir.clone(), source })?;
+        index.save(&path)?;
+        files.insert(key, path);
+        Ok(index)
+    }
+}
+
+/// A hash of an encoder's weights: equal weights, equal vectors.
+fn fingerprint<B: Backend>(encoder: &Encoder<B>) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    for (name, data) in rag_hf::module_tensors(encoder) {
+        hasher.update(name.as_bytes());
+        hasher.update(data.as_bytes());
+    }
+    hex(&hasher.finalize())
+}
+
 /// The dropout of a pretrained generator in training (HF's BART default).
 const FILES_DROPOUT: f64 = 0.1;
 
@@ -181,16 +300,21 @@ const FILES_DROPOUT: f64 = 0.1;
 struct Parts {
     tokenizer: TextTokenizer,
     gen_tokenizer: GeneratorTokenizer,
-    retriever: PathBuf,
+    question_encoder: PathBuf,
+    document_encoder: PathBuf,
     generator: PathBuf,
+    prompt: Option<ContextFormat>,
 }
 
 impl Parts {
-    /// A model from the files: the retriever as both encoders, the generator with dropout
-    /// [`FILES_DROPOUT`].
+    /// A model from the files: the two encoders (separate copies when they are one directory,
+    /// so the query encoder trains alone), the generator with dropout [`FILES_DROPOUT`].
     fn build<B: Backend>(&self, device: &B::Device, recipe: Recipe, n_docs: usize) -> Result<RagModel<B>> {
-        let encoder = Encoder::<B>::from_pretrained(&self.retriever, &EncoderOptions::default(), device, DType::F32)?;
-        let bi = BiEncoder::separate(encoder.clone(), encoder)?;
+        let load = |dir: &Path| Encoder::<B>::from_pretrained(dir, &EncoderOptions::default(), device, DType::F32);
+        let query = load(&self.question_encoder)?;
+        let document =
+            if self.document_encoder == self.question_encoder { query.clone() } else { load(&self.document_encoder)? };
+        let bi = BiEncoder::separate(query, document)?;
         let generator = Generator::<B>::from_pretrained(&self.generator, FILES_DROPOUT, device, DType::F32)?;
         let decoder_only = generator.kind() == GeneratorKind::DecoderOnly;
         // The RAG recipes marginalize over per-passage rows of either kind of generator
@@ -204,7 +328,11 @@ impl Parts {
                 ),
             ));
         }
-        let context = if decoder_only { ContextFormat::ra_dit() } else { ContextFormat::hf() };
+        let context = match (&self.prompt, decoder_only) {
+            (_, false) => ContextFormat::hf(),
+            (Some(prompt), true) => prompt.clone(),
+            (None, true) => ContextFormat::ra_dit(),
+        };
         let config = RagConfig { n_docs, loss: recipe.loss(), context, ..RagConfig::default() };
         RagModel::new(bi, generator, self.tokenizer.clone(), self.gen_tokenizer.clone(), config)
     }
