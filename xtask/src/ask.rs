@@ -86,9 +86,10 @@ pub struct EvalArgs {
     /// Evaluate at most this many.
     #[arg(long)]
     limit: Option<usize>,
-    /// What the generator reads: `retrieved` (its own top-K), `gold` (the gold passage alone:
-    /// the oracle; every question needs a `gold` id) or `closed-book` (nothing; needs a
-    /// one-passage model).
+    /// What the generator reads: `retrieved` (its own top-K), `bm25` (BM25's top-K over the
+    /// same store, built in memory when the evaluation starts; recall@k is BM25's), `gold` (the
+    /// gold passage alone: the oracle; every question needs a `gold` id) or `closed-book`
+    /// (nothing; needs a one-passage model).
     #[arg(long, value_enum, default_value = "retrieved")]
     passages: Reads,
     /// Also write each question's answer here, as JSONL of {"question", "answers",
@@ -110,6 +111,7 @@ pub struct EvalArgs {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Reads {
     Retrieved,
+    Bm25,
     Gold,
     ClosedBook,
 }
@@ -118,6 +120,7 @@ impl From<Reads> for rag::PassageSource {
     fn from(reads: Reads) -> Self {
         match reads {
             Reads::Retrieved => Self::Retrieved,
+            Reads::Bm25 => Self::Bm25,
             Reads::Gold => Self::Gold,
             Reads::ClosedBook => Self::ClosedBook,
         }

@@ -331,3 +331,90 @@ fn rag_token_and_rag_sequence_train_a_decoder_only_generator() {
         assert!(last < first, "{recipe}: the loss goes down: {losses:?}");
     }
 }
+
+/// A held-out `--test` file, the two encoders named apart, one index shared by every stage and
+/// reused by a second run with `--index` (checked: another corpus's index is refused), then the
+/// trained run evaluated on another corpus with `eval --corpus --dev --json`.
+#[test]
+fn a_run_reuses_one_index_and_is_evaluated_on_another_corpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = user_world(dir.path());
+    let runs = dir.path().join("runs");
+    let (corpus, retriever) = (dir.path().join("corpus.jsonl"), dir.path().join("retriever"));
+    let test = dir.path().join("test.jsonl");
+    std::fs::write(&test, "{\"question\": \"what does golf like ?\", \"answers\": [\"gray\"], \"gold\": 6}\n").unwrap();
+    // --retriever from the world, then the two encoders apart (the same directory twice).
+    let mut args: Vec<std::ffi::OsString> = world.clone();
+    for (flag, path) in [("--question-encoder", &retriever), ("--document-encoder", &retriever), ("--test", &test)] {
+        args.push(flag.into());
+        args.push(path.into());
+    }
+    let out = user_train(&runs, "first", &args, &[]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let first = runs.join("first");
+    let encoded: Vec<_> = std::fs::read_dir(first.join("indexes")).unwrap().collect();
+    assert_eq!(encoded.len(), 1, "main, frozen_retriever and closed_book share one encoding: {encoded:?}");
+    assert_eq!(report(&first)["evaluated_on"], "test");
+    assert_eq!(report(&first)["settings"]["test_questions"], 1);
+
+    let mut reuse = args.clone();
+    reuse.extend(["--index".into(), first.join("corpus.index").into()]);
+    let out = user_train(&runs, "second", &reuse, &[]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!runs.join("second").join("indexes").exists(), "the given index is used, nothing encoded");
+
+    // An index of another corpus (one passage fewer) is refused, naming the file.
+    let small = dir.path().join("small.jsonl");
+    let text = std::fs::read_to_string(&corpus).unwrap();
+    std::fs::write(&small, text.lines().take(7).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let store = dir.path().join("small.store");
+    let ingest = Command::new(env!("CARGO_BIN_EXE_xtask")).args(["ingest"]).arg(&small).arg("-o").arg(&store).output();
+    assert!(ingest.unwrap().status.success());
+    let index = dir.path().join("small.index");
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["index", "--store"])
+        .arg(&store)
+        .arg("--encoder")
+        .arg(&retriever)
+        .arg("-o")
+        .arg(&index)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut wrong = args.clone();
+    wrong.extend(["--index".into(), index.clone().into()]);
+    let out = user_train(&runs, "third", &wrong, &[]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("small.index") && stderr.contains("holds 7 vectors and the store 8"), "{stderr}");
+
+    // The trained run over another corpus: the same passages and one more, which the question
+    // about it is answered from.
+    let other = dir.path().join("other.jsonl");
+    std::fs::write(&other, format!("{text}{{\"id\": 8, \"title\": \"india\", \"text\": \"india likes red .\"}}\n"))
+        .unwrap();
+    let questions = dir.path().join("other-questions.jsonl");
+    std::fs::write(&questions, "{\"question\": \"what does india like ?\", \"answers\": [\"red\"], \"gold\": 8}\n")
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["eval", "--run"])
+        .arg(&first)
+        .arg("--corpus")
+        .arg(&other)
+        .arg("--dev")
+        .arg(&questions)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.trim().lines().count(), 1, "one JSON object on one line: {stdout}");
+    let result: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(result["corpus_passages"], 9);
+    assert_eq!(result["examples"], 1);
+    for metric in ["recall_at_1", "recall_at_5", "recall_at_20", "exact_match", "f1"] {
+        assert!(result["metrics"][metric].is_number(), "{metric}: {result}");
+    }
+    // Passage 8 exists only in the other corpus: with the run's own it would be a refused gold id.
+    assert_eq!(result["metrics"]["recall_at_20"], 1.0, "{result}");
+}

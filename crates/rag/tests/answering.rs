@@ -269,3 +269,35 @@ fn a_damaged_checkpoint_is_refused_by_name() {
     let err = load();
     assert!(err.contains("no checkpoint manifest"), "{err}");
 }
+
+/// `PassageSource::Bm25`: the generator reads BM25's top-K (a uniform prior) and recall@k is
+/// BM25's own, as `Bm25::recall` measures it.
+#[test]
+fn evaluation_over_bm25_passages_reads_bm25s_top_k_and_reports_its_recall() {
+    use rag::{Bm25, EvalOptions, PassageSource, QaExample, Retrieval, evaluate};
+    let w = world::<Flex>(Arch::Llama, config(Arch::Llama, RagLoss::RagToken), DType::F32);
+    let examples: Vec<QaExample> = QUESTIONS
+        .iter()
+        .zip(ANSWERS)
+        .map(|(q, a)| QaExample { question: q.to_string(), answers: vec![a.to_string()], gold: None })
+        .collect();
+    let options = EvalOptions {
+        batch_size: 2,
+        ks: vec![1, 3],
+        mode: DecodeMode::Token,
+        generation: generation(&w.model, 1),
+        passages: PassageSource::Bm25,
+    };
+    let report = evaluate(&w.model, &w.knowledge, &examples, &options).unwrap();
+    let bm25 = Bm25::build(&w.knowledge.store).unwrap();
+    assert_eq!(report.recall, bm25.recall(&w.knowledge.store, &examples, &[1, 3]).unwrap());
+    let rows: Vec<Vec<_>> = QUESTIONS
+        .iter()
+        .map(|q| bm25.search(q, 3).into_iter().map(|(id, _)| w.knowledge.passage(id).unwrap()).collect())
+        .collect();
+    assert!(rows.iter().all(|r| r.len() == 3), "every question shares words with three passages: {rows:?}");
+    let retrieval = Retrieval::given_rows(rows, 3, &Default::default());
+    let answers = w.model.answer_retrieved(&QUESTIONS, &retrieval, DecodeMode::Token, &options.generation).unwrap();
+    let expected: Vec<String> = answers.into_iter().map(|a| a.text).collect();
+    assert_eq!(report.predictions, expected);
+}

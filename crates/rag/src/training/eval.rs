@@ -44,6 +44,10 @@ pub enum PassageSource {
     /// fine-tuning in which every question has its passage to read beside hard negatives to
     /// ignore, whatever the retriever's recall. Every example needs a gold id.
     GoldAndRetrieved,
+    /// BM25's top-K over the store (built when the evaluation starts; a uniform prior over
+    /// them): the keyword retriever with the same generator, in evaluation only (recall@k is
+    /// BM25's).
+    Bm25,
 }
 
 impl PassageSource {
@@ -54,6 +58,7 @@ impl PassageSource {
             Self::ClosedBook => "closed-book",
             Self::Gold => "gold",
             Self::GoldAndRetrieved => "gold-and-retrieved",
+            Self::Bm25 => "bm25",
         }
     }
 }
@@ -69,6 +74,9 @@ pub(crate) fn fixed_retrieval<B: Backend>(
     let device = model.generator().device();
     Ok(match source {
         PassageSource::Retrieved => None,
+        PassageSource::Bm25 => {
+            return Err(crate::error::input("passages", "BM25 passages are read in evaluation only, not in training"));
+        }
         PassageSource::ClosedBook => Some(Retrieval::closed_book(examples.len(), &device)),
         PassageSource::Gold | PassageSource::GoldAndRetrieved => {
             let golds = examples
@@ -148,15 +156,37 @@ pub fn evaluate<B: Backend>(
     if options.passages == PassageSource::ClosedBook && model.config().n_docs != 1 {
         return Err(crate::error::input("passages", "a closed-book evaluation needs a model with n_docs = 1"));
     }
-    let retrieved = options.passages == PassageSource::Retrieved;
+    let retrieved = matches!(options.passages, PassageSource::Retrieved | PassageSource::Bm25);
     let deepest = options.ks.iter().copied().max().unwrap_or(0);
+    let bm25 = match options.passages {
+        PassageSource::Bm25 => Some(crate::Bm25::build(&knowledge.store)?),
+        _ => None,
+    };
     let mut hits = vec![0usize; options.ks.len()];
     let (mut em, mut f1) = (0.0, 0.0);
     let mut predictions = Vec::with_capacity(examples.len());
     for chunk in examples.chunks(options.batch_size) {
         let questions: Vec<&str> = chunk.iter().map(|e| e.question.as_str()).collect();
         let examples: Vec<&QaExample> = chunk.iter().collect();
-        let retrieval = match fixed_retrieval(model, knowledge, options.passages, &examples)? {
+        let fixed = match &bm25 {
+            Some(bm25) => {
+                let n_docs = model.config().n_docs;
+                let mut rows = Vec::with_capacity(chunk.len());
+                for (q, example) in questions.iter().zip(chunk) {
+                    let ranked: Vec<u64> = bm25.search(q, deepest.max(n_docs)).into_iter().map(|(id, _)| id).collect();
+                    let first_hit = first_relevant(&ranked, example, |id| {
+                        Ok(has_answer(&knowledge.passage(id)?.text, &example.answers))
+                    })?;
+                    for (i, &k) in options.ks.iter().enumerate() {
+                        hits[i] += usize::from(first_hit.is_some_and(|r| r < k));
+                    }
+                    rows.push(ranked.iter().take(n_docs).map(|&id| knowledge.passage(id)).collect::<Result<Vec<_>>>()?);
+                }
+                Some(Retrieval::given_rows(rows, n_docs, &model.generator().device()))
+            }
+            None => fixed_retrieval(model, knowledge, options.passages, &examples)?,
+        };
+        let retrieval = match fixed {
             Some(fixed) => fixed,
             None => {
                 if deepest > 0 {

@@ -172,6 +172,9 @@ pub struct ExperimentConfig {
     /// [`ContextFormat::chatml`] for a ChatML-tuned model). A seq2seq generator reads HF RAG's
     /// format whatever this says.
     pub prompt: Option<crate::ContextFormat>,
+    /// How every row is decoded (default: each model's own, [`RagModel::default_decode_mode`]:
+    /// RAG-Token's mixture for BART, RAG-Sequence thorough for a decoder-only LM).
+    pub decode: Option<DecodeMode>,
 }
 
 impl ExperimentConfig {
@@ -210,6 +213,7 @@ impl ExperimentConfig {
             min_teacher_exact_match: 0.5,
             index_storage: None,
             prompt: None,
+            decode: None,
         }
     }
 
@@ -479,21 +483,28 @@ pub fn run<AB: AutodiffBackend, I: Backend>(config: &ExperimentConfig, device: &
     // rate on pretrained ones.
     let warmup_lr = if embedded { WARMUP_LR } else { PRETRAINED_GENERATOR_LR };
     if args.progress {
-        let given = |flag: Option<f64>| {
-            if flag.is_some() {
-                "given"
-            } else if embedded {
-                "scratch default"
-            } else {
-                "pretrained default"
-            }
+        let source = |flag: Option<f64>| match (flag, embedded) {
+            (Some(_), _) => "given",
+            (None, true) => "scratch default",
+            (None, false) => "pretrained default",
+        };
+        let rate = |lr: f64, flag: Option<f64>| match lr {
+            0.0 => "frozen".to_string(),
+            lr => format!("{lr:e} ({})", source(flag)),
+        };
+        let stage = |label: &str, r: Recipe| {
+            let (rlr, glr) = lrs(r);
+            format!("{label}: retriever {}, generator {}", rate(rlr, args.retriever_lr), rate(glr, args.generator_lr))
+        };
+        let lm = if recipe == Recipe::RaDitLsr {
+            format!("{}; ", stage("lm stage", Recipe::RaDitLm))
+        } else {
+            String::new()
         };
         eprintln!(
-            "{name}: peak learning rates: retriever {rlr:e} ({}), generator {glr:e} ({}); linear warm-up over the \
-             first {} steps (a tenth, at most 100), then linear decay",
-            given(args.retriever_lr),
-            given(args.generator_lr),
-            (steps / 10).min(100)
+            "{name}: peak learning rates: {lm}{}; linear warm-up over the first tenth of a stage's steps (at most \
+             100), then linear decay",
+            stage(if recipe == Recipe::RaDitLsr { "LSR stage" } else { "main stage" }, recipe)
         );
     }
     let eval_options = EvalOptions {
@@ -532,7 +543,8 @@ pub fn run<AB: AutodiffBackend, I: Backend>(config: &ExperimentConfig, device: &
             let closed_book = spec.passages == PassageSource::ClosedBook;
             let knowledge = (world.knowledge_for)(&model.valid())?;
             let reads = if closed_book { PassageSource::ClosedBook } else { PassageSource::Retrieved };
-            let options = EvalOptions { passages: reads, mode: model.default_decode_mode(), ..eval_options.clone() };
+            let mode = args.decode.unwrap_or_else(|| model.default_decode_mode());
+            let options = EvalOptions { passages: reads, mode, ..eval_options.clone() };
             let test = |model: &RagModel<AB::InnerBackend>, knowledge: &Knowledge, options: &EvalOptions| {
                 evaluate(model, knowledge, data.test, options)
                     .map(|r| r.metrics())
@@ -791,7 +803,7 @@ pub fn run<AB: AutodiffBackend, I: Backend>(config: &ExperimentConfig, device: &
             seed: args.seed,
             train_doc_encoder: train_docs,
             passages: world.passages,
-            decoding: format!("{:?}", main.model.default_decode_mode()),
+            decoding: format!("{:?}", args.decode.unwrap_or_else(|| main.model.default_decode_mode())),
             precision: format!("{:?}", args.precision).to_lowercase(),
             train_questions: world.train.len(),
             dev_questions: world.dev.len(),
