@@ -94,6 +94,13 @@ pub struct TrainArgs {
     /// Steps between index refreshes with --train-doc-encoder.
     #[arg(long, default_value_t = defaults().refresh_every)]
     pub refresh_every: u64,
+    /// Do not measure the untrained model on the test questions (no `before` row).
+    #[arg(long)]
+    pub no_before: bool,
+    /// Do not measure the warm-up stages on the test questions after they train (their dev
+    /// evaluations stay).
+    #[arg(long)]
+    pub no_warmup_tests: bool,
     /// Skip the frozen-retriever ablation and the closed-book baseline.
     #[arg(long)]
     pub no_baselines: bool,
@@ -257,6 +264,8 @@ impl TrainArgs {
             min_teacher_exact_match: self.min_teacher_exact_match,
             index_storage: self.index_kind.hnsw_storage(),
             decode: self.decode.map(Into::into),
+            measure_before: !self.no_before,
+            test_warmups: !self.no_warmup_tests,
             prompt: self.prompt.map(|p| match p {
                 Prompt::RaDit => rag::ContextFormat::ra_dit(),
                 Prompt::Chatml => rag::ContextFormat::chatml(),

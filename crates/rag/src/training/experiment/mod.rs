@@ -175,6 +175,11 @@ pub struct ExperimentConfig {
     /// How every row is decoded (default: each model's own, [`RagModel::default_decode_mode`]:
     /// RAG-Token's mixture for BART, RAG-Sequence thorough for a decoder-only LM).
     pub decode: Option<DecodeMode>,
+    /// Measure the untrained model on the test questions (the `before` row).
+    pub measure_before: bool,
+    /// Measure the warm-up stages (`copy`, `read`) on the test questions after they train (their
+    /// dev evaluations are kept either way); without, their report's `test` is empty.
+    pub test_warmups: bool,
 }
 
 impl ExperimentConfig {
@@ -214,6 +219,8 @@ impl ExperimentConfig {
             index_storage: None,
             prompt: None,
             decode: None,
+            measure_before: true,
+            test_warmups: true,
         }
     }
 
@@ -550,7 +557,11 @@ pub fn run<AB: AutodiffBackend, I: Backend>(config: &ExperimentConfig, device: &
                     .map(|r| r.metrics())
                     .within(|| format!("evaluating stage `{}` on the test questions", spec.name))
             };
-            let before = if spec.before { Some(test(&model.valid(), &knowledge, &options)?) } else { None };
+            let before = if spec.before && args.measure_before {
+                Some(test(&model.valid(), &knowledge, &options)?)
+            } else {
+                None
+            };
             let mut task = RagTask {
                 knowledge,
                 eval: data.dev.to_vec(),
@@ -605,7 +616,12 @@ pub fn run<AB: AutodiffBackend, I: Backend>(config: &ExperimentConfig, device: &
                 Some(_) => with_recipe(trained.model.valid(), spec.recipe, tested_docs)?,
                 None => trained.model.valid(),
             };
-            let after = test(&model, &task.knowledge, &options)?;
+            let warmup = matches!(spec.name, "copy" | "read");
+            let after = if warmup && !args.test_warmups {
+                Metrics::new()
+            } else {
+                test(&model, &task.knowledge, &options)?
+            };
             let oracle = if spec.oracle && golds {
                 Some(test(&model, &task.knowledge, &EvalOptions { passages: PassageSource::Gold, ..options.clone() })?)
             } else {
@@ -731,7 +747,8 @@ pub fn run<AB: AutodiffBackend, I: Backend>(config: &ExperimentConfig, device: &
                 } else {
                     StageSpec::new("main", recipe, steps)
                 };
-                let main = StageSpec { before: true, oracle: true, ..base };
+                // After a warm-up, its `before` is the untrained model's row.
+                let main = StageSpec { before: warmed.is_none(), oracle: true, ..base };
                 chain.push(run_stage(main, start_from(recipe)?)?);
             }
         }
