@@ -169,6 +169,36 @@ mod tests {
         );
     }
 
+    /// The repository's copy of SQuAD splits as `data/squad-v1.1-dev/README.md` says, and every
+    /// question's gold paragraph belongs to its own article.
+    #[test]
+    fn the_repositorys_squad_splits_as_documented() {
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/squad-v1.1-dev");
+        let dir = tempfile::tempdir().unwrap();
+        let split = split_by_article(&data.join("questions.jsonl"), dir.path()).unwrap();
+        let counts: Vec<(usize, usize)> = [Split::Train, Split::Dev, Split::Test]
+            .iter()
+            .map(|w| (split.articles[w].len(), split.questions[w]))
+            .collect();
+        assert_eq!(counts, [(27, 6404), (4, 752), (8, 1439)]);
+        assert_eq!(split.articles[&Split::Dev], ["Teacher", "Ctenophora", "Private school", "Scottish Parliament"]);
+        let corpus = std::fs::read_to_string(data.join("corpus.jsonl")).unwrap();
+        let titles: Vec<String> = corpus
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["title"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(titles.len(), 1628);
+        for (which, path) in &split.files {
+            let text = std::fs::read_to_string(path).unwrap();
+            for line in text.lines() {
+                let q: serde_json::Value = serde_json::from_str(line).unwrap();
+                let title = q["title"].as_str().unwrap();
+                assert!(split.articles[which].iter().any(|a| a == title), "{title} in {which:?}");
+                assert_eq!(titles[q["gold"].as_u64().unwrap() as usize], title, "{line}");
+            }
+        }
+    }
+
     #[test]
     fn a_line_without_a_title_is_named() {
         let dir = tempfile::tempdir().unwrap();
