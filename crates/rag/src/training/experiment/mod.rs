@@ -495,13 +495,17 @@ pub fn run<AB: AutodiffBackend, I: Backend>(config: &ExperimentConfig, device: &
             (None, true) => "scratch default",
             (None, false) => "pretrained default",
         };
-        let rate = |lr: f64, flag: Option<f64>| match lr {
-            0.0 => "frozen".to_string(),
-            lr => format!("{lr:e} ({})", source(flag)),
+        let rate = |lr: f64, flag: Option<f64>, trains: bool| match (trains, lr) {
+            (false, _) | (true, 0.0) => "frozen".to_string(),
+            (true, lr) => format!("{lr:e} ({})", source(flag)),
         };
         let stage = |label: &str, r: Recipe| {
             let (rlr, glr) = lrs(r);
-            format!("{label}: retriever {}, generator {}", rate(rlr, args.retriever_lr), rate(glr, args.generator_lr))
+            format!(
+                "{label}: retriever {}, generator {}",
+                rate(rlr, args.retriever_lr, r.trains_retriever()),
+                rate(glr, args.generator_lr, r.trains_generator())
+            )
         };
         let lm = if recipe == Recipe::RaDitLsr {
             format!("{}; ", stage("lm stage", Recipe::RaDitLm))
@@ -545,90 +549,86 @@ pub fn run<AB: AutodiffBackend, I: Backend>(config: &ExperimentConfig, device: &
     let train_docs = args.train_doc_encoder && recipe.trains_retriever();
     let golds = world.test.iter().all(|e| e.gold.is_some());
     let world_data = StageData { train: &world.train, dev: &world.dev, test: &world.test };
-    let run_stage_on =
-        |spec: StageSpec, model: RagModel<AB>, data: &StageData<'_>| -> Result<Stage<AB::InnerBackend>> {
-            let closed_book = spec.passages == PassageSource::ClosedBook;
-            let knowledge = (world.knowledge_for)(&model.valid())?;
-            let reads = if closed_book { PassageSource::ClosedBook } else { PassageSource::Retrieved };
-            let mode = args.decode.unwrap_or_else(|| model.default_decode_mode());
-            let options = EvalOptions { passages: reads, mode, ..eval_options.clone() };
-            let test = |model: &RagModel<AB::InnerBackend>, knowledge: &Knowledge, options: &EvalOptions| {
-                evaluate(model, knowledge, data.test, options)
-                    .map(|r| r.metrics())
-                    .within(|| format!("evaluating stage `{}` on the test questions", spec.name))
-            };
-            let before = if spec.before && args.measure_before {
-                Some(test(&model.valid(), &knowledge, &options)?)
-            } else {
-                None
-            };
-            let mut task = RagTask {
-                knowledge,
-                eval: data.dev.to_vec(),
-                // The dev evaluations follow what the stage reads: a reading warm-up is judged on
-                // the gold passage, the measure of what it trains.
-                eval_options: EvalOptions { passages: spec.passages, ..options.clone() },
-                passages: spec.passages,
-                refresh: EncodeOptions { batch_size: 64, with_titles: true, progress: false },
-            };
-            let start = match spec.recipe {
-                Recipe::RaDitLsr => args.retriever_start.unwrap_or(0),
-                // A generator that cannot read yet makes the doc-score gradient noise; after the
-                // reading warm-up it can.
-                _ => args.retriever_start.unwrap_or(if read_steps > 0 { 0 } else { spec.steps / 3 }),
-            };
-            let (rlr, recipe_glr) = lrs(spec.recipe);
-            let glr = args.generator_lr.or(spec.generator_lr).unwrap_or(recipe_glr);
-            let fixed = spec.passages != PassageSource::Retrieved;
-            let mut groups = spec.recipe.param_groups(&GroupOptions {
-                train_documents: train_docs && !fixed,
-                freeze_retriever: spec.freeze_retriever || fixed,
-                retriever_start: start,
-                ..GroupOptions::new(rlr, glr)
-            });
-            if let Some(n) = args.generator_layers {
-                let top: Vec<String> =
-                    model.generator().top_layers(n)?.into_iter().map(|p| format!("generator.{p}")).collect();
-                groups = crate::train_only(groups, "generator", &top);
-            }
-            let tested_docs = model.config().n_docs;
-            // What shapes this stage besides the trainer's own settings, checked on resume.
-            let mut identity = world.identity.clone();
-            identity.extend([
-                ("recipe".to_string(), spec.recipe.name().to_string()),
-                ("reads".to_string(), spec.passages.name().to_string()),
-                ("freeze_retriever".to_string(), spec.freeze_retriever.to_string()),
-                ("n_docs".to_string(), spec.train_docs.unwrap_or(tested_docs).to_string()),
-                ("train_doc_encoder".to_string(), model.config().train_document_encoder.to_string()),
-                ("precision".to_string(), format!("{:?}", model.config().generator_precision).to_lowercase()),
-                ("examples".to_string(), world::sha256_examples(data.train)),
-            ]);
-            let config = trainer_config(spec.name, spec.steps, groups, identity);
-            let trainer = Trainer::new(config, run_dir.join(spec.name));
-            let model = match spec.train_docs {
-                Some(k) => with_recipe(model, spec.recipe, k)?,
-                None => model,
-            };
-            let trained = trainer
-                .fit(model, &mut task, data.train, args.resume)
-                .within(|| format!("stage `{}` of {}", spec.name, run_dir.display()))?;
-            let model = match spec.train_docs {
-                Some(_) => with_recipe(trained.model.valid(), spec.recipe, tested_docs)?,
-                None => trained.model.valid(),
-            };
-            let warmup = matches!(spec.name, "copy" | "read");
-            let after = if warmup && !args.test_warmups {
-                Metrics::new()
-            } else {
-                test(&model, &task.knowledge, &options)?
-            };
-            let oracle = if spec.oracle && golds {
-                Some(test(&model, &task.knowledge, &EvalOptions { passages: PassageSource::Gold, ..options.clone() })?)
-            } else {
-                None
-            };
-            Ok(Stage { spec, summary: trained.summary, model, before, test: after, oracle })
+    let run_stage_on = |spec: StageSpec,
+                        model: RagModel<AB>,
+                        data: &StageData<'_>|
+     -> Result<Stage<AB::InnerBackend>> {
+        let closed_book = spec.passages == PassageSource::ClosedBook;
+        let knowledge = (world.knowledge_for)(&model.valid())?;
+        let reads = if closed_book { PassageSource::ClosedBook } else { PassageSource::Retrieved };
+        let mode = args.decode.unwrap_or_else(|| model.default_decode_mode());
+        let options = EvalOptions { passages: reads, mode, ..eval_options.clone() };
+        let test = |model: &RagModel<AB::InnerBackend>, knowledge: &Knowledge, options: &EvalOptions| {
+            evaluate(model, knowledge, data.test, options)
+                .map(|r| r.metrics())
+                .within(|| format!("evaluating stage `{}` on the test questions", spec.name))
         };
+        let before =
+            if spec.before && args.measure_before { Some(test(&model.valid(), &knowledge, &options)?) } else { None };
+        let mut task = RagTask {
+            knowledge,
+            eval: data.dev.to_vec(),
+            // The dev evaluations follow what the stage reads: a reading warm-up is judged on
+            // the gold passage, the measure of what it trains.
+            eval_options: EvalOptions { passages: spec.passages, ..options.clone() },
+            passages: spec.passages,
+            refresh: EncodeOptions { batch_size: 64, with_titles: true, progress: false },
+        };
+        let start = match spec.recipe {
+            Recipe::RaDitLsr => args.retriever_start.unwrap_or(0),
+            // A generator that cannot read yet makes the doc-score gradient noise; after the
+            // reading warm-up it can.
+            _ => args.retriever_start.unwrap_or(if read_steps > 0 { 0 } else { spec.steps / 3 }),
+        };
+        let (rlr, recipe_glr) = lrs(spec.recipe);
+        let glr = args.generator_lr.or(spec.generator_lr).unwrap_or(recipe_glr);
+        let fixed = spec.passages != PassageSource::Retrieved;
+        let mut groups = spec.recipe.param_groups(&GroupOptions {
+            train_documents: train_docs && !fixed,
+            freeze_retriever: spec.freeze_retriever || fixed,
+            retriever_start: start,
+            ..GroupOptions::new(rlr, glr)
+        });
+        if let Some(n) = args.generator_layers {
+            let top: Vec<String> =
+                model.generator().top_layers(n)?.into_iter().map(|p| format!("generator.{p}")).collect();
+            groups = crate::train_only(groups, "generator", &top);
+        }
+        let tested_docs = model.config().n_docs;
+        // What shapes this stage besides the trainer's own settings, checked on resume.
+        let mut identity = world.identity.clone();
+        identity.extend([
+            ("recipe".to_string(), spec.recipe.name().to_string()),
+            ("reads".to_string(), spec.passages.name().to_string()),
+            ("freeze_retriever".to_string(), spec.freeze_retriever.to_string()),
+            ("n_docs".to_string(), spec.train_docs.unwrap_or(tested_docs).to_string()),
+            ("train_doc_encoder".to_string(), model.config().train_document_encoder.to_string()),
+            ("precision".to_string(), format!("{:?}", model.config().generator_precision).to_lowercase()),
+            ("examples".to_string(), world::sha256_examples(data.train)),
+        ]);
+        let config = trainer_config(spec.name, spec.steps, groups, identity);
+        let trainer = Trainer::new(config, run_dir.join(spec.name));
+        let model = match spec.train_docs {
+            Some(k) => with_recipe(model, spec.recipe, k)?,
+            None => model,
+        };
+        let trained = trainer
+            .fit(model, &mut task, data.train, args.resume)
+            .within(|| format!("stage `{}` of {}", spec.name, run_dir.display()))?;
+        let model = match spec.train_docs {
+            Some(_) => with_recipe(trained.model.valid(), spec.recipe, tested_docs)?,
+            None => trained.model.valid(),
+        };
+        let warmup = matches!(spec.name, "copy" | "read");
+        let after =
+            if warmup && !args.test_warmups { Metrics::new() } else { test(&model, &task.knowledge, &options)? };
+        let oracle = if spec.oracle && golds {
+            Some(test(&model, &task.knowledge, &EvalOptions { passages: PassageSource::Gold, ..options.clone() })?)
+        } else {
+            None
+        };
+        Ok(Stage { spec, summary: trained.summary, model, before, test: after, oracle })
+    };
     let run_stage = |spec: StageSpec, model: RagModel<AB>| run_stage_on(spec, model, &world_data);
     let fresh = |r: Recipe, n_docs: usize| -> Result<RagModel<AB>> {
         let mut model: RagModel<AB> = (world.build)(r, n_docs)?;
