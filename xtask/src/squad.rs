@@ -9,8 +9,8 @@
 //!   query encoder against that LM (`main`), closed book (the LM alone, trained as long as
 //!   `lm`), BM25;
 //! - `rag-token`: the same reading warm-up, then RAG-Token end to end (the query encoder and the
-//!   generator, or its top `--generator-layers`), measured before training too (MiniLM zero-shot beside the
-//!   untrained LM: the only `before` evaluation of the preset).
+//!   generator, or its top `--generator-layers`), measured before training too (MiniLM
+//!   zero-shot beside the untrained LM: the only `before` evaluation of the preset).
 //!
 //! Then the `ra-dit-lsr` run's LM reads BM25's passages (`bm25_rag`).
 //!
