@@ -168,9 +168,9 @@ pub struct ExperimentConfig {
     /// The index the corpus is encoded into: `None` the exact flat index, else HNSW with this
     /// storage.
     pub index_storage: Option<rag_index::Storage>,
-    /// How a pretrained decoder-only generator is prompted (default: [`ContextFormat::ra_dit`];
-    /// [`ContextFormat::chatml`] for a ChatML-tuned model). A seq2seq generator reads HF RAG's
-    /// format whatever this says.
+    /// How a pretrained decoder-only generator is prompted (default:
+    /// [`crate::ContextFormat::ra_dit`]; [`crate::ContextFormat::chatml`] for a ChatML-tuned
+    /// model). A seq2seq generator reads HF RAG's format whatever this says.
     pub prompt: Option<crate::ContextFormat>,
     /// How every row is decoded (default: each model's own, [`RagModel::default_decode_mode`]:
     /// RAG-Token's mixture for BART, RAG-Sequence thorough for a decoder-only LM).
