@@ -11,6 +11,8 @@
 //! - `backends`: the same seeded losses, gradients and training step on every backend compiled
 //!   in and present, compared with the CPU.
 //! - `bench-train`: training throughput of the embedded default on one device, as JSON.
+//! - `bench-vs-torch`: the same work here and in PyTorch / HF transformers / sentence-transformers
+//!   / FAISS, in one run, with the ratios.
 //!
 //! This leaf picks the hardware: `--device cpu|cuda[:N]|wgpu|vulkan|metal` (or `RAG_DEVICE`) on
 //! every command, among the backends compiled in (features `cuda`, `wgpu`, `vulkan`, `metal`;
@@ -27,6 +29,7 @@ mod parity;
 mod squad;
 mod step;
 mod train;
+mod vs_torch;
 
 use std::process::ExitCode;
 
@@ -65,12 +68,17 @@ enum Command {
     Backends(backends::BackendsArgs),
     /// Measure training throughput (examples/s, tokens/s) of the embedded default on --device.
     BenchTrain(bench_train::BenchTrainArgs),
+    /// Run the same training steps, scoring, encoding and searches here and in PyTorch / HF
+    /// transformers / sentence-transformers / FAISS, and print the ratios.
+    BenchVsTorch(vs_torch::VsTorchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let device = cli.device;
-    if matches!(cli.command, Command::Ingest(_) | Command::BenchIndex(_)) && device != device::DeviceSpec::Cpu {
+    if matches!(cli.command, Command::Ingest(_) | Command::BenchIndex(_) | Command::BenchVsTorch(_))
+        && device != device::DeviceSpec::Cpu
+    {
         eprintln!("note: this command runs on the host; --device {device} does not apply to it");
     }
     let outcome = match cli.command {
@@ -83,6 +91,7 @@ fn main() -> ExitCode {
         Command::Index(args) => index::run(args, device),
         Command::Backends(args) => backends::run(args, device),
         Command::BenchTrain(args) => bench_train::run(args, device),
+        Command::BenchVsTorch(args) => vs_torch::run(args),
     };
     match outcome {
         Ok(code) => code,

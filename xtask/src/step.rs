@@ -85,6 +85,27 @@ impl EmbeddedWorld {
     pub fn train(&self) -> &[QaExample] {
         &self.setup.task.train
     }
+
+    /// The trainer's options (groups, AdamW's constants, clipping).
+    pub fn trainer_config(&self) -> &TrainerConfig {
+        self.trainer.config()
+    }
+
+    /// The index's passage ids, in store order, and their stored vectors `[n, d]`, row-major.
+    pub fn corpus(&self) -> Result<(Vec<u64>, Vec<f32>)> {
+        let task = self.task.lock().expect("a step panicked with the task");
+        let knowledge = &task.knowledge;
+        let mut ids = Vec::with_capacity(knowledge.store.len());
+        let mut vectors = Vec::with_capacity(knowledge.store.len() * knowledge.index.dim());
+        for row in 0..knowledge.store.len() {
+            let id = knowledge.store.id_at(row).expect("row < len");
+            let vector =
+                knowledge.index.vector(id).ok_or_else(|| anyhow::anyhow!("passage {id} is not in the index"))?;
+            ids.push(id);
+            vectors.extend_from_slice(vector);
+        }
+        Ok((ids, vectors))
+    }
 }
 
 /// What one step computed.
@@ -98,6 +119,17 @@ pub struct StepResult<B: Backend> {
     /// Generator input tokens of the step: each context row (question and passage) plus the
     /// answer once per passage, without padding.
     pub tokens: usize,
+    /// What the step read: its questions' query-encoder input, the passages retrieved for
+    /// them (`[B][K]` ids), the generator's context rows (`B·K`) and the answers' target ids.
+    pub read: StepInputs,
+}
+
+/// The inputs of one step, as the generator and the query encoder saw them.
+pub struct StepInputs {
+    pub questions: rag_retriever::TokenBatch,
+    pub doc_ids: Vec<Vec<u64>>,
+    pub contexts: Vec<Vec<u32>>,
+    pub answers: Vec<Vec<u32>>,
 }
 
 /// One step of `model` on `batch` at step index `step`: the trainer's own
@@ -118,10 +150,17 @@ pub fn step<B: Backend>(
     let questions: Vec<&str> = batch.iter().map(|e| e.question.as_str()).collect();
     let retrieval = model.retrieve(&task.knowledge, &questions)?;
     let rows = model.context_rows(&questions, &retrieval.passages)?;
+    let answers: Vec<Vec<u32>> = batch.iter().map(|e| model.answer_ids(&e.answers[0])).collect::<rag::Result<_>>()?;
     let mut tokens: usize = rows.iter().map(Vec::len).sum();
-    for (example, passages) in batch.iter().zip(&retrieval.passages) {
-        tokens += model.answer_ids(&example.answers[0])?.len() * passages.len();
+    for (answer, passages) in answers.iter().zip(&retrieval.passages) {
+        tokens += answer.len() * passages.len();
     }
+    let read = StepInputs {
+        questions: model.question_tokens(&questions)?,
+        doc_ids: retrieval.passages.iter().map(|row| row.iter().map(|p| p.id).collect()).collect(),
+        contexts: rows,
+        answers,
+    };
     let started = Instant::now();
     let (grads, losses) = world.trainer.gradients(&model, &mut *task, &batches, step)?;
     let kept = grads.clone();
@@ -129,7 +168,7 @@ pub fn step<B: Backend>(
     sync::<B>(&device);
     let seconds = started.elapsed().as_secs_f64();
 
-    Ok((model, StepResult { loss: losses[0], grads: kept, seconds, tokens }))
+    Ok((model, StepResult { loss: losses[0], grads: kept, seconds, tokens, read }))
 }
 
 /// A fresh optimizer for [`step`].

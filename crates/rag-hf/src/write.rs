@@ -9,7 +9,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use crate::{HfError, Result};
 
 /// Writes `tensors` (name, data) to `path` in the safetensors format that HF reads. F32, F64,
-/// F16 and BF16 data keep their dtype. Written as [`write_atomic`] writes, so neither a crash nor
+/// F16, BF16, I64 and I32 data keep their dtype. Written as [`write_atomic`] writes, so neither a crash nor
 /// a power loss leaves a truncated checkpoint.
 pub fn write_safetensors(path: &Path, tensors: &[(String, TensorData)]) -> Result<()> {
     let malformed = |message: String| HfError::Write { path: path.to_path_buf(), message };
@@ -21,6 +21,8 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, TensorData)]) -> Resul
                 DType::F64 => Dtype::F64,
                 DType::F16 => Dtype::F16,
                 DType::BF16 => Dtype::BF16,
+                DType::I64 => Dtype::I64,
+                DType::I32 => Dtype::I32,
                 other => return Err(malformed(format!("tensor `{name}`: dtype {other:?} cannot be written"))),
             };
             let view = TensorView::new(dtype, data.shape.to_vec(), data.as_bytes())

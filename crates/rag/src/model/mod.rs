@@ -22,7 +22,7 @@ use rag_generator::{
 use rag_losses::{
     LsrConfig, NllConfig, Reduction, lm_nll, lm_scores, lsr_loss, rag_sequence_nll, rag_token_nll, split_docs,
 };
-use rag_retriever::{BiEncoder, TextTokenizer};
+use rag_retriever::{BiEncoder, TextTokenizer, TokenBatch};
 
 use crate::model::config::{ContextFormat, RagConfig, RagLoss};
 use crate::model::context::{PassageText, answer_ids, context_rows};
@@ -188,11 +188,17 @@ impl<B: Backend> RagModel<B> {
 
     /// Query vectors `[B, d]` of questions, in the autodiff graph.
     pub fn encode_questions(&self, questions: &[&str]) -> Result<Tensor<B, 2>> {
+        let tokens = self.question_tokens(questions)?;
+        Ok(self.retriever.encode_queries(&tokens)?)
+    }
+
+    /// The query encoder's input for questions: tokenized, truncated to
+    /// `config.max_query_tokens`, padded to the longest.
+    pub fn question_tokens(&self, questions: &[&str]) -> Result<TokenBatch> {
         if questions.is_empty() {
             return Err(crate::error::input("questions", "no questions"));
         }
-        let tokens = self.query_tokenizer.encode(questions)?;
-        Ok(self.retriever.encode_queries(&tokens)?)
+        Ok(self.query_tokenizer.encode(questions)?)
     }
 
     /// Retrieves `config.n_docs` passages per question from `knowledge`: the index searches with
