@@ -22,21 +22,20 @@ pub fn copy_bandwidth_gbs(bytes: usize) -> f64 {
 
 /// Measured single-precision GEMM rate of this machine in GFLOP/s: every rayon thread multiplies
 /// its own pair of `n × n` matrices with the SGEMM kernel that `rag_index::FlatIndex` uses
-/// (matrixmultiply through ndarray, AVX2/FMA picked at run time); the best of ten rounds after one
-/// warm-up (on a shared machine a single round can be half as fast), counting `2n³` flops per
-/// product. This is the bound exact search is compared with.
+/// ([`rag_index::inner_products`]: the `gemm` crate, AVX-512 / AVX2 / scalar picked at run time);
+/// the best of ten rounds after one warm-up (on a shared machine a single round can be half as
+/// fast), counting `2n³` flops per product. This is the bound exact search is compared with.
 pub fn sgemm_gflops(n: usize) -> f64 {
-    use ndarray::{Array2, linalg::general_mat_mul};
     use rayon::prelude::*;
     let threads = rayon::current_num_threads();
-    let a = Array2::from_shape_fn((n, n), |(i, j)| ((i * 31 + j * 17) % 13) as f32 * 0.1);
-    let b = Array2::from_shape_fn((n, n), |(i, j)| ((i * 7 + j * 3) % 11) as f32 * 0.1);
+    let a: Vec<f32> = (0..n * n).map(|i| ((i / n * 31 + i % n * 17) % 13) as f32 * 0.1).collect();
+    let b: Vec<f32> = (0..n * n).map(|i| ((i / n * 7 + i % n * 3) % 11) as f32 * 0.1).collect();
     let mut best = f64::INFINITY;
     for round in 0..11 {
         let start = Instant::now();
         (0..threads).into_par_iter().for_each(|_| {
-            let mut c = Array2::<f32>::zeros((n, n));
-            general_mat_mul(1.0, &a, &b, 0.0, &mut c);
+            let mut c = vec![0f32; n * n];
+            rag_index::inner_products(&a, &b, n, &mut c).expect("square matrices");
             std::hint::black_box(&c);
         });
         if round > 0 {

@@ -502,26 +502,22 @@ impl VectorIndex for HnswIndex {
             return Ok(out);
         }
         let wanted = k.saturating_mul(self.config.rerank).min(self.table.len());
-        let hits: Vec<Vec<Candidate>> = queries
-            .par_chunks_exact(dim)
-            .map(|q| {
-                let matches = self.search_one(q, wanted)?;
-                let mut hits: Vec<Candidate> = matches
-                    .keys
-                    .iter()
-                    .filter_map(|&id| {
-                        let row = self.table.row_of(id)?;
-                        Some(Candidate { score: self.table.score(q, row), id, row })
-                    })
-                    .collect();
-                sort_best_first(&mut hits);
-                hits.truncate(k);
-                Ok(hits)
-            })
-            .collect::<Result<_>>()?;
-        for (q, h) in hits.iter().enumerate() {
-            out.fill(q, h, &self.table);
-        }
+        // Each query writes its own slice of the results: the hits' vectors (k·dim floats a
+        // query) are copied in parallel, not afterwards on one thread.
+        out.par_queries_mut().zip(queries.par_chunks_exact(dim)).try_for_each(|(mut slot, q)| {
+            let matches = self.search_one(q, wanted)?;
+            let mut hits: Vec<Candidate> = matches
+                .keys
+                .iter()
+                .filter_map(|&id| {
+                    let row = self.table.row_of(id)?;
+                    Some(Candidate { score: self.table.score(q, row), id, row })
+                })
+                .collect();
+            sort_best_first(&mut hits);
+            slot.fill(&hits, &self.table);
+            Ok(())
+        })?;
         Ok(out)
     }
 

@@ -5,7 +5,7 @@
 //!   by id, so a corpus larger than RAM works.
 //! - [`VectorIndex`]: add with ids, remove, update, batched top-K search returning ids, scores and
 //!   the exact stored f32 vectors of the hits, save, load. Implemented by [`FlatIndex`] (exact,
-//!   blocked SGEMM with per-query heaps; the ground truth for recall) and [`HnswIndex`] (usearch's
+//!   blocked SGEMM (the `gemm` crate's run-time-dispatched kernels) with per-query heaps; the ground truth for recall) and [`HnswIndex`] (usearch's
 //!   HNSW with f32/f16/i8 storage, rescored exactly on an f32 side store).
 //! - Files are versioned, checksummed and written atomically; a truncated or corrupted file, a
 //!   wrong width or a NaN is an [`IndexError`], never a crash in usearch's C++.
@@ -31,6 +31,7 @@ mod error;
 mod file;
 mod flat;
 mod fvecs;
+mod gemm;
 mod hnsw;
 mod index;
 mod progress;
@@ -41,6 +42,7 @@ mod vectors;
 pub use error::{IndexError, Result};
 pub use flat::{FlatIndex, QUERY_BLOCK, ROW_BLOCK};
 pub use fvecs::{Fvecs, read_fvecs, write_fvecs};
+pub use gemm::inner_products;
 pub use hnsw::{HnswConfig, HnswIndex, Storage};
 pub use index::{IndexKind, VectorIndex, open_index};
 pub use store::{

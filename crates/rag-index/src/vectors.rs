@@ -1,6 +1,7 @@
 //! What every index shares: the metric, search results, the f32 side store of vectors and the
 //! validation of vector and query batches.
 
+use rayon::iter::IndexedParallelIterator;
 use std::collections::HashMap;
 
 use crate::error::{IndexError, Result};
@@ -103,12 +104,33 @@ impl SearchResults {
     }
 
     /// Writes query `q`'s hits, already sorted best first, into its row.
-    pub(crate) fn fill(&mut self, q: usize, hits: &[Candidate], table: &VectorTable) {
-        for (j, hit) in hits.iter().take(self.k).enumerate() {
-            let slot = q * self.k + j;
-            self.ids[slot] = hit.id;
-            self.scores[slot] = hit.score;
-            self.vectors[slot * self.dim..(slot + 1) * self.dim].copy_from_slice(table.row(hit.row));
+    /// Every query's slice of the results, for filling them in parallel.
+    pub(crate) fn par_queries_mut(&mut self) -> impl IndexedParallelIterator<Item = QueryResults<'_>> {
+        use rayon::prelude::*;
+        let (k, dim) = (self.k.max(1), self.dim);
+        self.ids
+            .par_chunks_mut(k)
+            .zip(self.scores.par_chunks_mut(k))
+            .zip(self.vectors.par_chunks_mut(k * dim))
+            .map(|((ids, scores), vectors)| QueryResults { ids, scores, vectors })
+    }
+}
+
+/// One query's part of [`SearchResults`].
+pub(crate) struct QueryResults<'a> {
+    ids: &'a mut [u64],
+    scores: &'a mut [f32],
+    vectors: &'a mut [f32],
+}
+
+impl QueryResults<'_> {
+    /// Writes the first `k` of `hits` (best first); the slots past them stay empty.
+    pub(crate) fn fill(&mut self, hits: &[Candidate], table: &VectorTable) {
+        let dim = table.dim();
+        for (j, hit) in hits.iter().take(self.ids.len()).enumerate() {
+            self.ids[j] = hit.id;
+            self.scores[j] = hit.score;
+            self.vectors[j * dim..(j + 1) * dim].copy_from_slice(table.row(hit.row));
         }
     }
 }
