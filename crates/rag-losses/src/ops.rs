@@ -25,58 +25,72 @@ pub(crate) fn mask_as<B: Backend, const D: usize>(mask: Tensor<B, D, Bool>, dtyp
     mask.float().cast(dtype)
 }
 
-/// The generator tensor `[B, K, T, V]` with what is needed to read log-probabilities from it
-/// without materializing `log_softmax` unless a caller asks for the full distribution.
+/// The generator tensor `[B, K, T, V]`, read as log-probabilities: the target's through the
+/// fused one-pass kernel where one serves the backend ([`crate::fused`]), everything else from
+/// logits shifted by their (detached) maximum, computed once when first needed, so
+/// `log_softmax` is never materialized unless a caller asks for the full distribution.
 pub(crate) struct VocabLogProbs<B: Backend> {
-    /// Logits minus their (detached) maximum over the vocabulary, or the log-probs themselves.
-    shifted: Tensor<B, 4>,
-    /// `log Σ_v exp(shifted)`, `[B, K, T, 1]`; `None` when the input already was log-probs.
-    log_norm: Option<Tensor<B, 4>>,
+    generator: Tensor<B, 4>,
+    input: GeneratorOutput,
+    /// Logits minus their maximum over the vocabulary, and `log Σ_v exp` of that `[B, K, T, 1]`.
+    normalized: std::cell::OnceCell<(Tensor<B, 4>, Tensor<B, 4>)>,
 }
 
 impl<B: Backend> VocabLogProbs<B> {
     pub(crate) fn new(generator: Tensor<B, 4>, input: GeneratorOutput) -> Self {
-        match input {
-            GeneratorOutput::LogProbs => Self { shifted: generator, log_norm: None },
-            GeneratorOutput::Logits => {
-                let max = generator.clone().max_dim(3).detach();
-                let max = max.clone().mask_fill(max.is_inf(), 0.0);
-                let shifted = generator - max;
-                let log_norm = shifted.clone().exp().sum_dim(3).log();
-                Self { shifted, log_norm: Some(log_norm) }
-            }
-        }
+        Self { generator, input, normalized: std::cell::OnceCell::new() }
     }
 
     fn vocab(&self) -> usize {
-        self.shifted.dims()[3]
+        self.generator.dims()[3]
+    }
+
+    /// `(shifted, log_norm)` of logits.
+    fn normalized(&self) -> &(Tensor<B, 4>, Tensor<B, 4>) {
+        self.normalized.get_or_init(|| {
+            let max = self.generator.clone().max_dim(3).detach();
+            let max = max.clone().mask_fill(max.is_inf(), 0.0);
+            let shifted = self.generator.clone() - max;
+            let log_norm = shifted.clone().exp().sum_dim(3).log();
+            (shifted, log_norm)
+        })
     }
 
     /// `log p(index)` for every `[B, K, T]` position; `index` is `[B, K, T, 1]`.
     pub(crate) fn gather(&self, index: Tensor<B, 4, Int>) -> Tensor<B, 3> {
-        let picked = self.shifted.clone().gather(3, index);
-        let picked = match &self.log_norm {
-            Some(log_norm) => picked - log_norm.clone(),
-            None => picked,
-        };
-        picked.squeeze_dim::<3>(3)
+        let [b, k, t, v] = self.generator.dims();
+        match self.input {
+            GeneratorOutput::LogProbs => self.generator.clone().gather(3, index).squeeze_dim::<3>(3),
+            GeneratorOutput::Logits => {
+                let rows = self.generator.clone().reshape([b * k * t, v]);
+                if let Some(fused) = crate::fused::target_log_probs(&rows, &index.clone().reshape([b * k * t])) {
+                    return fused.reshape([b, k, t]);
+                }
+                let (shifted, log_norm) = self.normalized();
+                (shifted.clone().gather(3, index) - log_norm.clone()).squeeze_dim::<3>(3)
+            }
+        }
     }
 
     /// `Σ_v log p(v)` for every `[B, K, T]` position (the label-smoothing term).
     pub(crate) fn vocab_sum(&self) -> Tensor<B, 3> {
-        let summed = self.shifted.clone().sum_dim(3);
-        let summed = match &self.log_norm {
-            Some(log_norm) => summed - log_norm.clone().mul_scalar(self.vocab() as f64),
-            None => summed,
-        };
-        summed.squeeze_dim::<3>(3)
+        match self.input {
+            GeneratorOutput::LogProbs => self.generator.clone().sum_dim(3).squeeze_dim::<3>(3),
+            GeneratorOutput::Logits => {
+                let (shifted, log_norm) = self.normalized();
+                (shifted.clone().sum_dim(3) - log_norm.clone().mul_scalar(self.vocab() as f64)).squeeze_dim::<3>(3)
+            }
+        }
     }
 
     /// The full log-probabilities `[B, K, T, V]`.
     pub(crate) fn into_log_probs(self) -> Tensor<B, 4> {
-        match self.log_norm {
-            Some(log_norm) => self.shifted - log_norm,
-            None => self.shifted,
+        match self.input {
+            GeneratorOutput::LogProbs => self.generator,
+            GeneratorOutput::Logits => {
+                let (shifted, log_norm) = self.normalized();
+                shifted.clone() - log_norm.clone()
+            }
         }
     }
 }
