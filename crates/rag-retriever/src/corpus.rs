@@ -42,7 +42,9 @@ impl EncodeReport {
 }
 
 /// Encodes `(id, title, text)` passages with `encoder` in batches and hands each batch's ids and
-/// row-major f32 vectors `[n, dim]` to `sink` (typically an index's `add`).
+/// row-major f32 vectors `[n, dim]` to `sink` (typically an index's `add`), batch by batch in
+/// input order. The forward passes themselves run over passages of similar length: 16 batches
+/// are read at a time and encoded longest first.
 ///
 /// Pass an encoder on a plain (non-autodiff) backend, e.g. `model.valid()`, so no graph is
 /// recorded: this is inference. `total` sizes the progress bar. A sink error stops the run and
@@ -68,35 +70,55 @@ where
     }
     let start = Instant::now();
     let bar = progress_bar(total, options.progress);
+    let dim = encoder.dim();
     let mut done = 0;
-    let mut batch: Vec<(u64, S, T)> = Vec::with_capacity(options.batch_size);
+    let mut window: Vec<(u64, S, T)> = Vec::with_capacity(options.batch_size * WINDOW_BATCHES);
     let mut passages = passages.into_iter().peekable();
     while passages.peek().is_some() {
-        batch.clear();
-        batch.extend(passages.by_ref().take(options.batch_size));
-        let ids: Vec<u64> = batch.iter().map(|p| p.0).collect();
-        let vectors = encode_batch(encoder, tokenizer, &batch, options.with_titles)?;
-        sink(&ids, &vectors).map_err(|e| RetrieverError::Sink {
-            first_id: ids[0],
-            last_id: ids[ids.len() - 1],
-            message: e.to_string(),
-        })?;
-        done += ids.len();
-        bar.inc(ids.len() as u64);
+        window.clear();
+        window.extend(passages.by_ref().take(options.batch_size * WINDOW_BATCHES));
+        // Forward passes over passages of similar length: a batch is padded to its longest
+        // passage, and a padding token costs as much as a real one in every layer
+        // (sentence-transformers sorts the same way, by characters).
+        let chars = |p: &(u64, S, T)| p.1.as_ref().len() + p.2.as_ref().len();
+        let mut order: Vec<usize> = (0..window.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(chars(&window[i])));
+        let mut vectors = vec![0f32; window.len() * dim];
+        for rows in order.chunks(options.batch_size) {
+            let texts: Vec<(&str, &str)> = rows.iter().map(|&i| (window[i].1.as_ref(), window[i].2.as_ref())).collect();
+            let encoded = encode_batch(encoder, tokenizer, &texts, options.with_titles)?;
+            for (k, &i) in rows.iter().enumerate() {
+                vectors[i * dim..(i + 1) * dim].copy_from_slice(&encoded[k * dim..(k + 1) * dim]);
+            }
+        }
+        // The sink sees the input's batches, in input order.
+        for (batch, batch_vectors) in window.chunks(options.batch_size).zip(vectors.chunks(options.batch_size * dim)) {
+            let ids: Vec<u64> = batch.iter().map(|p| p.0).collect();
+            sink(&ids, batch_vectors).map_err(|e| RetrieverError::Sink {
+                first_id: ids[0],
+                last_id: ids[ids.len() - 1],
+                message: e.to_string(),
+            })?;
+            done += ids.len();
+            bar.inc(ids.len() as u64);
+        }
     }
     bar.finish_and_clear();
     Ok(EncodeReport { passages: done, seconds: start.elapsed().as_secs_f64() })
 }
 
-fn encode_batch<B: Backend, S: AsRef<str>, T: AsRef<str>>(
+/// Input batches read at once and encoded sorted by length.
+const WINDOW_BATCHES: usize = 16;
+
+fn encode_batch<B: Backend>(
     encoder: &Encoder<B>,
     tokenizer: &TextTokenizer,
-    batch: &[(u64, S, T)],
+    batch: &[(&str, &str)],
     with_titles: bool,
 ) -> Result<Vec<f32>> {
     // Titled and untitled passages tokenize differently: encode each group as its own batch
     // and put the vectors back in input order.
-    let titled: Vec<bool> = batch.iter().map(|p| with_titles && !p.1.as_ref().is_empty()).collect();
+    let titled: Vec<bool> = batch.iter().map(|p| with_titles && !p.0.is_empty()).collect();
     let dim = encoder.dim();
     let mut out = vec![0f32; batch.len() * dim];
     for group in [true, false] {
@@ -105,10 +127,10 @@ fn encode_batch<B: Backend, S: AsRef<str>, T: AsRef<str>>(
             continue;
         }
         let tokens = if group {
-            let pairs: Vec<(&str, &str)> = rows.iter().map(|&i| (batch[i].1.as_ref(), batch[i].2.as_ref())).collect();
+            let pairs: Vec<(&str, &str)> = rows.iter().map(|&i| batch[i]).collect();
             tokenizer.encode_pairs(&pairs)?
         } else {
-            let texts: Vec<&str> = rows.iter().map(|&i| batch[i].2.as_ref()).collect();
+            let texts: Vec<&str> = rows.iter().map(|&i| batch[i].1).collect();
             tokenizer.encode(&texts)?
         };
         let vectors = encoder.encode(&tokens)?;
