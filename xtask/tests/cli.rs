@@ -356,3 +356,36 @@ fn a_failed_index_save_keeps_the_previous_index_and_names_the_file() {
         std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(names.iter().all(|n| !n.contains(".tmp")), "no temporary file is left: {names:?}");
 }
+
+/// `bench-vs-torch` runs the project's side of its cases on its own and, without a Python that
+/// can run the reference, says so per case and still exits 0 (the figures are the project's).
+#[test]
+fn bench_vs_torch_runs_the_project_side_and_reports_a_missing_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("vs.json");
+    let out = xtask(&[
+        "bench-vs-torch",
+        "--quick",
+        "--cases",
+        "flat,reference-step",
+        "--threads",
+        "2",
+        "--python",
+        "/nonexistent/python3",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let cases = report["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 2);
+    for case in cases {
+        let seconds = case["project"]["seconds"].as_array().unwrap();
+        assert!(!seconds.is_empty() && seconds.iter().all(|s| s.as_f64().unwrap() > 0.0), "{case}");
+        assert!(case["project"]["peak_rss_bytes"].as_u64().unwrap() > 0, "{case}");
+        assert!(case["reference_skipped"].as_str().unwrap().contains("/nonexistent/python3"), "{case}");
+        assert!(case.get("speed_ratio").is_none(), "no ratio without a reference: {case}");
+    }
+    assert_eq!(report["threads"], 2);
+}

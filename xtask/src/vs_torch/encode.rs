@@ -21,7 +21,7 @@ struct Paragraph {
 pub fn run(dir: &Path, options: &Options) -> Result<Side> {
     let n = if options.quick { 64 } else { 256 };
     let minilm = options.minilm.as_ref().context("all-MiniLM-L6-v2 was not found (give --minilm)")?;
-    let corpus = Path::new("data/squad-v1.1-dev/corpus.jsonl");
+    let corpus = &crate::repo::root().join("data/squad-v1.1-dev/corpus.jsonl");
     let text = std::fs::read_to_string(corpus).with_context(|| format!("reading {}", corpus.display()))?;
     let texts: Vec<String> = text
         .lines()

@@ -59,7 +59,7 @@ fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
 /// `n` batches from the repository's SQuAD copy: questions in file order, one per paragraph
 /// (consecutive questions of one paragraph would repeat its rows).
 fn squad_batches(n: usize) -> Result<Vec<LmBatch>> {
-    let data = PathBuf::from("data/squad-v1.1-dev");
+    let data = crate::repo::root().join("data/squad-v1.1-dev");
     let corpus: Vec<Paragraph> = read_jsonl(&data.join("corpus.jsonl"))?;
     let questions: Vec<Question> = read_jsonl(&data.join("questions.jsonl"))?;
     let by_id: BTreeMap<u64, usize> = corpus.iter().enumerate().map(|(i, p)| (p.id, i)).collect();

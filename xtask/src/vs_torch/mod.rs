@@ -26,6 +26,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 
+use crate::repo;
+
 /// What can be compared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Case {
@@ -142,12 +144,12 @@ pub fn run(args: VsTorchArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let cases = if args.cases.is_empty() { Case::ALL.to_vec() } else { args.cases.clone() };
-    let root = std::env::current_dir()?;
+    let root = repo::root();
     let python = match &args.python {
         Some(p) => Ok(p.clone()),
         None => setup_python(&root),
     };
-    let (minilm, smollm2) = fetch_models(&root, &cases, &args)?;
+    let (minilm, smollm2) = fetch_models(&cases, &args)?;
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     let base = args.keep.clone().unwrap_or_else(|| scratch.path().to_path_buf());
     let machine = machine();
@@ -295,27 +297,16 @@ fn setup_python(root: &Path) -> Result<PathBuf> {
 }
 
 /// MiniLM's directory and SmolLM2's GGUF file for the cases that need them.
-fn fetch_models(root: &Path, cases: &[Case], args: &VsTorchArgs) -> Result<(Option<PathBuf>, Option<PathBuf>)> {
-    let fetch = |script: &str| -> Result<PathBuf> {
-        let output = Command::new("bash")
-            .arg(root.join("scripts").join(script))
-            .stderr(Stdio::inherit())
-            .output()
-            .with_context(|| format!("running scripts/{script}"))?;
-        if !output.status.success() {
-            bail!("scripts/{script} failed ({})", output.status);
-        }
-        Ok(PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
-    };
+fn fetch_models(cases: &[Case], args: &VsTorchArgs) -> Result<(Option<PathBuf>, Option<PathBuf>)> {
     let minilm = match (&args.minilm, cases.contains(&Case::MinilmEncode)) {
         (Some(dir), _) => Some(dir.clone()),
-        (None, true) => Some(fetch("fetch-minilm.sh")?),
+        (None, true) => Some(repo::fetch("fetch-minilm.sh")?),
         (None, false) => None,
     };
     let needs_lm = cases.iter().any(|c| matches!(c, Case::Smollm2Step | Case::Smollm2Score));
     let smollm2 = match (&args.smollm2, needs_lm) {
         (Some(path), _) => Some(path.clone()),
-        (None, true) => Some(fetch("fetch-smollm2.sh")?),
+        (None, true) => Some(repo::fetch("fetch-smollm2.sh")?),
         (None, false) => None,
     };
     Ok((minilm, smollm2))
