@@ -41,16 +41,7 @@ pub fn flat(dir: &Path, options: &Options) -> Result<Side> {
     let ids: Vec<u64> = (0..n as u64).collect();
     let mut index = FlatIndex::new(DIM, Metric::InnerProduct)?;
     index.add(&ids, &base)?;
-    let mut seconds = Vec::new();
-    let mut found = Vec::new();
-    for round in 0..=ROUNDS {
-        let start = Instant::now();
-        let hits = index.search(&queries, K)?;
-        if round > 0 {
-            seconds.push(start.elapsed().as_secs_f64());
-        }
-        found = hits.ids;
-    }
+    let (seconds, found) = timed_search(&index, &queries)?;
     let found: Vec<i64> = found.into_iter().map(|i| i as i64).collect();
     rag::rag_hf::write_safetensors(
         &dir.join("project_ids.safetensors"),
@@ -90,16 +81,7 @@ pub fn hnsw(dir: &Path, options: &Options) -> Result<Side> {
     let mut sweep = Vec::new();
     for ef in EFS {
         index.set_expansion_search(ef)?;
-        let mut times = Vec::new();
-        let mut got = Vec::new();
-        for round in 0..=ROUNDS {
-            let start = Instant::now();
-            let hits = index.search(&queries, K)?;
-            if round > 0 {
-                times.push(start.elapsed().as_secs_f64());
-            }
-            got = hits.ids;
-        }
+        let (times, got) = timed_search(&index, &queries)?;
         let hits: usize =
             got.chunks(K).zip(truth.chunks(K)).map(|(g, t)| g.iter().filter(|id| t.contains(id)).count()).sum();
         let recall = hits as f64 / (QUERIES * K) as f64;
@@ -116,6 +98,22 @@ pub fn hnsw(dir: &Path, options: &Options) -> Result<Side> {
         json!({"unit": format!("{QUERIES} queries"), "seconds": chosen.map(|c| vec![c["seconds"].clone()]).unwrap_or_default(),
               "sweep": sweep, "build_seconds": build_seconds, "n": n, "library": "rag-rs HnswIndex (usearch 2.26)"}),
     )
+}
+
+/// Every query in one call, [`ROUNDS`] timed rounds after an untimed one: the rounds' seconds
+/// and the top-[`K`] ids.
+fn timed_search(index: &dyn VectorIndex, queries: &[f32]) -> Result<(Vec<f64>, Vec<u64>)> {
+    let mut seconds = Vec::new();
+    let mut ids = Vec::new();
+    for round in 0..=ROUNDS {
+        let start = Instant::now();
+        let hits = index.search(queries, K)?;
+        if round > 0 {
+            seconds.push(start.elapsed().as_secs_f64());
+        }
+        ids = hits.ids;
+    }
+    Ok((seconds, ids))
 }
 
 /// The sweep's entry at the smallest `ef` reaching [`RECALL`].

@@ -12,12 +12,12 @@ use burn::tensor::DType;
 use burn::tensor::backend::Backend;
 use rag::rag_generator::{answer_token_log_probs, find_gguf, tokenizer_from_gguf};
 use rag::rag_retriever::{BertConfig, BiEncoder, Encoder, Pooling, TextTokenizer};
-use rag::rag_trainer::{BoxError, Decay, Metrics, TrainTask, Trainer, TrainerConfig};
+use rag::rag_trainer::{BoxError, Metrics, TrainTask};
 use rag::{ContextFormat, Generator, GroupOptions, PassageText, RagConfig, RagModel, Recipe, Retrieval};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Options, Side, write_case};
+use super::{Options, Side, step_trainer, write_case};
 use crate::step;
 
 const LIBRARY: &str = "rag-rs: Burn 0.21 Flex (f32)";
@@ -169,17 +169,8 @@ pub fn step(dir: &Path, options: &Options) -> Result<Side> {
     type AB = Autodiff<Flex>;
     let device = Default::default();
     let model: RagModel<AB> = model(&gguf, &batches, &device)?;
-    let config = TrainerConfig {
-        groups: Recipe::RaDitLm.param_groups(&GroupOptions::new(0.0, 3e-5)),
-        decay: Decay::Constant,
-        warmup_steps: 0,
-        max_grad_norm: Some(1.0),
-        seed: 0,
-        progress: false,
-        ..TrainerConfig::default()
-    };
-    let scratch = tempfile::tempdir()?;
-    let trainer = Trainer::new(config.clone(), scratch.path().join("unused"));
+    let (trainer, _scratch) = step_trainer(Recipe::RaDitLm.param_groups(&GroupOptions::new(0.0, 3e-5)))?;
+    let config = trainer.config().clone();
     let mut model = trainer.prepare(model)?;
     let mut optim = trainer.optimizer::<Flex>();
     let special = model.special_tokens();

@@ -481,6 +481,27 @@ pub fn peak_rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// The trainer a compared step runs under: `groups`' rates held constant (no warm-up, no decay),
+/// global-norm clipping at 1.0, AdamW with PyTorch's constants, as `compare.py` sets PyTorch up.
+/// Its run directory is a temporary one it never writes to, kept alive by the returned guard.
+pub fn step_trainer(
+    groups: Vec<rag::rag_trainer::ParamGroup>,
+) -> Result<(rag::rag_trainer::Trainer, tempfile::TempDir)> {
+    use rag::rag_trainer::{Decay, Trainer, TrainerConfig};
+    let config = TrainerConfig {
+        groups,
+        decay: Decay::Constant,
+        warmup_steps: 0,
+        max_grad_norm: Some(1.0),
+        seed: 0,
+        progress: false,
+        ..TrainerConfig::default()
+    };
+    let scratch = tempfile::tempdir()?;
+    let trainer = Trainer::new(config, scratch.path().join("unused"));
+    Ok((trainer, scratch))
+}
+
 /// Writes `case.json` for the reference side.
 pub fn write_case(dir: &Path, case: &Value) -> Result<()> {
     rag::rag_hf::write_atomic(&dir.join("case.json"), serde_json::to_string(case)?.as_bytes())?;

@@ -12,13 +12,11 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
 use rag::rag_losses::{NllConfig, Reduction, rag_token_nll, split_docs};
 use rag::rag_retriever::{BertConfig, BiEncoder, Encoder, Pooling, TokenBatch};
-use rag::rag_trainer::{
-    AdamWConfig, BoxError, DataPosition, Decay, Loader, Metrics, ParamGroup, TrainTask, Trainer, TrainerConfig,
-};
+use rag::rag_trainer::{AdamWConfig, BoxError, DataPosition, Loader, Metrics, ParamGroup, TrainTask, TrainerConfig};
 use rag::{Generator, Precision, QaExample, SpecialTokens};
 use serde_json::{Value, json};
 
-use super::{Options, Side, write_case};
+use super::{Options, Side, step_trainer, write_case};
 use crate::step::{self, EmbeddedWorld};
 
 const LIBRARY: &str = "rag-rs: Burn 0.21 Flex (f32)";
@@ -205,20 +203,11 @@ pub fn reference(dir: &Path, options: &Options) -> Result<Side> {
     )?;
     rag::rag_hf::save_module(&model.valid(), &dir.join("model/model.safetensors"))?;
 
-    let config = TrainerConfig {
-        groups: vec![
-            ParamGroup::new("query_encoder", &["retriever.query"], 1e-4, 0.01),
-            ParamGroup::new("generator", &["generator"], 1e-4, 0.01),
-        ],
-        decay: Decay::Constant,
-        warmup_steps: 0,
-        max_grad_norm: Some(1.0),
-        seed: 0,
-        progress: false,
-        ..TrainerConfig::default()
-    };
-    let scratch = tempfile::tempdir()?;
-    let trainer = Trainer::new(config.clone(), scratch.path().join("unused"));
+    let (trainer, _scratch) = step_trainer(vec![
+        ParamGroup::new("query_encoder", &["retriever.query"], 1e-4, 0.01),
+        ParamGroup::new("generator", &["generator"], 1e-4, 0.01),
+    ])?;
+    let config = trainer.config().clone();
     let mut model = trainer.prepare(model)?;
     let mut optim = trainer.optimizer::<Flex>();
     let mut task = RefTask { special };
