@@ -142,12 +142,32 @@ fn a_failed_atomic_write_keeps_the_old_file() {
     let tensor = |v: f32| vec![("w".to_string(), burn::tensor::TensorData::new(vec![v; 4], [2, 2]))];
     rag_hf::write_safetensors(&path, &tensor(1.0)).unwrap();
     let before = std::fs::read(&path).unwrap();
-    let ints = vec![("w".to_string(), burn::tensor::TensorData::new(vec![1i64; 4], [2, 2]))];
-    let err = rag_hf::write_safetensors(&path, &ints).unwrap_err().to_string();
+    // Booleans have no safetensors dtype here: the write fails after the old file exists.
+    let flags = vec![("w".to_string(), burn::tensor::TensorData::new(vec![true; 4], [2, 2]))];
+    let err = rag_hf::write_safetensors(&path, &flags).unwrap_err().to_string();
     assert!(err.contains("model.safetensors") && err.contains("cannot be written"), "{err}");
     assert_eq!(std::fs::read(&path).unwrap(), before);
     let missing = dir.path().join("no-such-dir").join("report.json");
     let err = rag_hf::write_atomic(&missing, b"{}").unwrap_err().to_string();
     assert!(err.contains("no-such-dir"), "{err}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file is left");
+}
+
+/// Integer tensors (token ids, passage ids) are written with their dtype, for other tools to read.
+#[test]
+fn integer_tensors_are_written_with_their_dtype() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ids.safetensors");
+    let tensors = vec![
+        ("ids".to_string(), burn::tensor::TensorData::new(vec![3i64, -1, 7], [3])),
+        ("rows".to_string(), burn::tensor::TensorData::new(vec![1i32, 2, 3, 4], [2, 2])),
+    ];
+    rag_hf::write_safetensors(&path, &tensors).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let ids = file.tensor("ids").unwrap();
+    assert_eq!((ids.dtype(), ids.shape()), (safetensors::Dtype::I64, &[3][..]));
+    assert_eq!(ids.data(), [3i64, -1, 7].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
+    let rows = file.tensor("rows").unwrap();
+    assert_eq!((rows.dtype(), rows.shape()), (safetensors::Dtype::I32, &[2, 2][..]));
 }
