@@ -166,8 +166,8 @@ fn integer_tensors_are_written_with_their_dtype() {
     let bytes = std::fs::read(&path).unwrap();
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let ids = file.tensor("ids").unwrap();
-    assert_eq!((ids.dtype(), ids.shape()), (safetensors::Dtype::I64, &[3][..]));
+    assert_eq!((ids.dtype(), ids.shape()), (Dtype::I64, &[3][..]));
     assert_eq!(ids.data(), [3i64, -1, 7].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
     let rows = file.tensor("rows").unwrap();
-    assert_eq!((rows.dtype(), rows.shape()), (safetensors::Dtype::I32, &[2, 2][..]));
+    assert_eq!((rows.dtype(), rows.shape()), (Dtype::I32, &[2, 2][..]));
 }
