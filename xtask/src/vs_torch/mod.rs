@@ -149,7 +149,7 @@ pub fn run(args: VsTorchArgs) -> Result<ExitCode> {
         Some(p) => Ok(p.clone()),
         None => setup_python(&root),
     };
-    let (minilm, smollm2) = fetch_models(&cases, &args)?;
+    let (minilm, smollm2) = fetch_models(&cases, &args);
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     let base = args.keep.clone().unwrap_or_else(|| scratch.path().to_path_buf());
     let machine = machine();
@@ -296,20 +296,18 @@ fn setup_python(root: &Path) -> Result<PathBuf> {
     Ok(python)
 }
 
-/// MiniLM's directory and SmolLM2's GGUF file for the cases that need them.
-fn fetch_models(cases: &[Case], args: &VsTorchArgs) -> Result<(Option<PathBuf>, Option<PathBuf>)> {
-    let minilm = match (&args.minilm, cases.contains(&Case::MinilmEncode)) {
-        (Some(dir), _) => Some(dir.clone()),
-        (None, true) => Some(repo::fetch("fetch-minilm.sh")?),
-        (None, false) => None,
-    };
-    let needs_lm = cases.iter().any(|c| matches!(c, Case::Smollm2Step | Case::Smollm2Score));
-    let smollm2 = match (&args.smollm2, needs_lm) {
+/// MiniLM's directory and SmolLM2's GGUF file for the cases that need them. A fetch that fails
+/// is reported and leaves `None`: the cases that need the model then fail alone, naming the
+/// flag that gives it, and the others run.
+fn fetch_models(cases: &[Case], args: &VsTorchArgs) -> (Option<PathBuf>, Option<PathBuf>) {
+    let fetched = |given: &Option<PathBuf>, needed: bool, script: &str| match (given, needed) {
         (Some(path), _) => Some(path.clone()),
-        (None, true) => Some(repo::fetch("fetch-smollm2.sh")?),
         (None, false) => None,
+        (None, true) => repo::fetch(script).map_err(|e| eprintln!("bench-vs-torch: {e:#}")).ok(),
     };
-    Ok((minilm, smollm2))
+    let minilm = fetched(&args.minilm, cases.contains(&Case::MinilmEncode), "fetch-minilm.sh");
+    let needs_lm = cases.iter().any(|c| matches!(c, Case::Smollm2Step | Case::Smollm2Score));
+    (minilm, fetched(&args.smollm2, needs_lm, "fetch-smollm2.sh"))
 }
 
 /// The median of `seconds`.
