@@ -41,19 +41,21 @@ pub(crate) fn target_log_probs<B: Backend>(logits: &Tensor<B, 2>, target: &Tenso
         return None;
     }
     let any: &dyn Any = logits;
-    if any.is::<Tensor<Autodiff<Flex>, 2>>() {
-        let logits = (Box::new(logits.clone()) as Box<dyn Any>).downcast::<Tensor<Autodiff<Flex>, 2>>().ok()?;
-        let out = tracked(*logits, ids(target)?)?;
-        return (Box::new(out) as Box<dyn Any>).downcast::<Tensor<B, 1>>().ok().map(|b| *b);
+    if let Some(logits) = any.downcast_ref::<Tensor<Autodiff<Flex>, 2>>() {
+        return as_backend(tracked(logits.clone(), ids(target)?)?);
     }
-    if any.is::<Tensor<Flex, 2>>() {
-        let logits = (Box::new(logits.clone()) as Box<dyn Any>).downcast::<Tensor<Flex, 2>>().ok()?;
-        let logits = logits.into_primitive().tensor().to_contiguous();
+    if let Some(logits) = any.downcast_ref::<Tensor<Flex, 2>>() {
+        let logits = logits.clone().into_primitive().tensor().to_contiguous();
         let (values, _) = forward(&logits, &ids(target)?)?;
-        let out = Tensor::<Flex, 1>::from_primitive(TensorPrimitive::Float(values));
-        return (Box::new(out) as Box<dyn Any>).downcast::<Tensor<B, 1>>().ok().map(|b| *b);
+        return as_backend(Tensor::<Flex, 1>::from_primitive(TensorPrimitive::Float(values)));
     }
     None
+}
+
+/// A tensor of the concrete backend `target_log_probs` recognized, as the caller's `Tensor<B, 1>`
+/// (the same type: `None` cannot happen).
+fn as_backend<C: Backend, B: Backend>(tensor: Tensor<C, 1>) -> Option<Tensor<B, 1>> {
+    (Box::new(tensor) as Box<dyn Any>).downcast::<Tensor<B, 1>>().ok().map(|b| *b)
 }
 
 fn ids<B: Backend>(target: &Tensor<B, 1, Int>) -> Option<Arc<Vec<usize>>> {

@@ -85,11 +85,7 @@ where
         order.sort_by_key(|&i| std::cmp::Reverse(chars(&window[i])));
         let mut vectors = vec![0f32; window.len() * dim];
         for rows in order.chunks(options.batch_size) {
-            let texts: Vec<(&str, &str)> = rows.iter().map(|&i| (window[i].1.as_ref(), window[i].2.as_ref())).collect();
-            let encoded = encode_batch(encoder, tokenizer, &texts, options.with_titles)?;
-            for (k, &i) in rows.iter().enumerate() {
-                vectors[i * dim..(i + 1) * dim].copy_from_slice(&encoded[k * dim..(k + 1) * dim]);
-            }
+            encode_rows(encoder, tokenizer, &window, rows, options.with_titles, &mut vectors)?;
         }
         // The sink sees the input's batches, in input order.
         for (batch, batch_vectors) in window.chunks(options.batch_size).zip(vectors.chunks(options.batch_size * dim)) {
@@ -110,36 +106,39 @@ where
 /// Input batches read at once and encoded sorted by length.
 const WINDOW_BATCHES: usize = 16;
 
-fn encode_batch<B: Backend>(
+/// Encodes `passages[i]` for every `i` in `rows` (one forward pass per kind, titled or not) and
+/// writes its vector at row `i` of `out` (`[passages.len(), dim]`).
+fn encode_rows<B: Backend, S: AsRef<str>, T: AsRef<str>>(
     encoder: &Encoder<B>,
     tokenizer: &TextTokenizer,
-    batch: &[(&str, &str)],
+    passages: &[(u64, S, T)],
+    rows: &[usize],
     with_titles: bool,
-) -> Result<Vec<f32>> {
-    // Titled and untitled passages tokenize differently: encode each group as its own batch
-    // and put the vectors back in input order.
-    let titled: Vec<bool> = batch.iter().map(|p| with_titles && !p.0.is_empty()).collect();
+    out: &mut [f32],
+) -> Result<()> {
+    // Titled and untitled passages tokenize differently: each group is its own forward pass.
+    let titled = |i: usize| with_titles && !passages[i].1.as_ref().is_empty();
     let dim = encoder.dim();
-    let mut out = vec![0f32; batch.len() * dim];
     for group in [true, false] {
-        let rows: Vec<usize> = (0..batch.len()).filter(|&i| titled[i] == group).collect();
-        if rows.is_empty() {
+        let members: Vec<usize> = rows.iter().copied().filter(|&i| titled(i) == group).collect();
+        if members.is_empty() {
             continue;
         }
         let tokens = if group {
-            let pairs: Vec<(&str, &str)> = rows.iter().map(|&i| batch[i]).collect();
+            let pairs: Vec<(&str, &str)> =
+                members.iter().map(|&i| (passages[i].1.as_ref(), passages[i].2.as_ref())).collect();
             tokenizer.encode_pairs(&pairs)?
         } else {
-            let texts: Vec<&str> = rows.iter().map(|&i| batch[i].1).collect();
+            let texts: Vec<&str> = members.iter().map(|&i| passages[i].2.as_ref()).collect();
             tokenizer.encode(&texts)?
         };
         let vectors = encoder.encode(&tokens)?;
         let values = vectors.into_data().convert::<f32>().into_vec::<f32>().expect("converted to f32 just above");
-        for (k, &i) in rows.iter().enumerate() {
+        for (k, &i) in members.iter().enumerate() {
             out[i * dim..(i + 1) * dim].copy_from_slice(&values[k * dim..(k + 1) * dim]);
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 fn progress_bar(total: Option<u64>, enabled: bool) -> ProgressBar {
