@@ -225,6 +225,18 @@ pub struct AskArgs {
     question: String,
     #[command(flatten)]
     model: ModelArgs,
+    /// Who finds the passages: `dense` (the model's retriever and index) or `bm25` (BM25's
+    /// top-K over the same store, a uniform prior over them; its index is kept beside the
+    /// store, `<store>.bm25/`, and built on first use).
+    #[arg(long, value_enum, default_value = "dense")]
+    retriever: AskRetriever,
+}
+
+/// `--retriever` of `cargo xtask ask`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AskRetriever {
+    Dense,
+    Bm25,
 }
 
 pub fn ask(args: AskArgs, spec: DeviceSpec) -> Result<ExitCode> {
@@ -233,12 +245,22 @@ pub fn ask(args: AskArgs, spec: DeviceSpec) -> Result<ExitCode> {
 
 fn ask_on<B: Backend>(args: AskArgs, device: &B::Device, _spec: DeviceSpec) -> Result<ExitCode> {
     let (model, knowledge, _) = load::<B>(&args.model, device)?;
-    let answers = model.answer(
-        &knowledge,
-        &[args.question.as_str()],
-        args.model.mode.map_or_else(|| model.default_decode_mode(), Into::into),
-        &generation(&model, &args.model),
-    )?;
+    let mode = args.model.mode.map_or_else(|| model.default_decode_mode(), Into::into);
+    let generation = generation(&model, &args.model);
+    let questions = [args.question.as_str()];
+    let answers = match args.retriever {
+        AskRetriever::Dense => model.answer(&knowledge, &questions, mode, &generation)?,
+        AskRetriever::Bm25 => {
+            let bm25 = rag::Bm25::open_or_create(&knowledge.store, true)?;
+            let n_docs = model.config().n_docs;
+            let found = bm25.passages(&knowledge, &args.question, n_docs)?;
+            if found.is_empty() {
+                bail!("BM25 found no passage sharing a term with the question");
+            }
+            let retrieval = rag::Retrieval::given_rows(vec![found], n_docs, device);
+            model.answer_retrieved(&questions, &retrieval, mode, &generation)?
+        }
+    };
     let answer = &answers[0];
     println!("{}", answer.text.trim());
     for p in &answer.passages {

@@ -357,6 +357,20 @@ fn a_run_reuses_one_index_and_is_evaluated_on_another_corpus() {
     assert_eq!(report(&first)["evaluated_on"], "test");
     assert_eq!(report(&first)["settings"]["test_questions"], 1);
 
+    // BM25 as the retriever at inference: its index was kept beside the run's store (the BM25
+    // baseline built it), and the question's one rare term finds its passage first.
+    let bm25 = std::fs::read_dir(&first).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name());
+    assert!(bm25.into_iter().any(|n| n.to_string_lossy().ends_with(".store.bm25")), "no BM25 index in the run");
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["ask", "what does golf like ?", "--retriever", "bm25", "--run"])
+        .arg(&first)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let passages: Vec<&str> = stdout.lines().filter(|l| l.trim_start().starts_with('[')).collect();
+    assert!(passages.first().is_some_and(|p| p.contains("#6 golf: golf likes")), "{stdout}");
+
     let mut reuse = args.clone();
     reuse.extend(["--index".into(), first.join("corpus.index").into()]);
     let out = user_train(&runs, "second", &reuse, &[]).output().unwrap();

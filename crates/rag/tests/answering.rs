@@ -293,7 +293,7 @@ fn evaluation_over_bm25_passages_reads_bm25s_top_k_and_reports_its_recall() {
     assert_eq!(report.recall, bm25.recall(&w.knowledge.store, &examples, &[1, 3]).unwrap());
     let rows: Vec<Vec<_>> = QUESTIONS
         .iter()
-        .map(|q| bm25.search(q, 3).into_iter().map(|(id, _)| w.knowledge.passage(id).unwrap()).collect())
+        .map(|q| bm25.search(q, 3).unwrap().into_iter().map(|(id, _)| w.knowledge.passage(id).unwrap()).collect())
         .collect();
     assert!(rows.iter().all(|r| r.len() == 3), "every question shares words with three passages: {rows:?}");
     let retrieval = Retrieval::given_rows(rows, 3, &Default::default());

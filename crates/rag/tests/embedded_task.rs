@@ -43,7 +43,7 @@ fn bm25_prefers_a_distractor_on_the_default_task_and_the_written_files_agree_wit
     assert!(recall[0].1 <= 0.5, "BM25 recall@1 {} on the test questions: the task is a keyword match", recall[0].1);
     // A distractor outranks the fact because it repeats the question's words.
     let first = &setup.task.test[0];
-    let top = bm25.search(&first.question, 1)[0].0;
+    let top = bm25.search(&first.question, 1).unwrap()[0].0;
     assert_ne!(Some(top), first.gold);
 
     let test = read_qa_jsonl(&dir.path().join("test.jsonl")).unwrap();

@@ -80,6 +80,7 @@ pub struct PassageStore {
     ids_at: usize,
     slots_at: usize,
     slots: usize,
+    tables_checksum: u64,
     records_checksum: u64,
 }
 
@@ -130,6 +131,7 @@ impl PassageStore {
             ids_at,
             slots_at,
             slots,
+            tables_checksum,
             records_checksum,
         };
         let mut prev = 0u64;
@@ -157,6 +159,14 @@ impl PassageStore {
             ));
         }
         (0..self.count).try_for_each(|row| self.by_row(row).map(|_| ()))
+    }
+
+    /// A digest of the store's contents as written (its ids, offsets and hash tables, and the
+    /// checksum of its titles and texts), to tie a file derived from the store (a BM25 index)
+    /// to this version of it. Read from the header: it costs nothing, and it is only as sound
+    /// as the file ([`PassageStore::verify`] checks the records against it).
+    pub fn fingerprint(&self) -> u64 {
+        self.tables_checksum ^ self.records_checksum.rotate_left(32)
     }
 
     /// The store's file.

@@ -44,9 +44,9 @@ pub enum PassageSource {
     /// fine-tuning in which every question has its passage to read beside hard negatives to
     /// ignore, whatever the retriever's recall. Every example needs a gold id.
     GoldAndRetrieved,
-    /// BM25's top-K over the store (built when the evaluation starts; a uniform prior over
-    /// them): the keyword retriever with the same generator, in evaluation only (recall@k is
-    /// BM25's).
+    /// BM25's top-K over the store (its index beside the store, `<store>.bm25/`, built when
+    /// missing; a uniform prior over them): the keyword retriever with the same generator, in
+    /// evaluation only (recall@k is BM25's).
     Bm25,
 }
 
@@ -159,7 +159,7 @@ pub fn evaluate<B: Backend>(
     let retrieved = matches!(options.passages, PassageSource::Retrieved | PassageSource::Bm25);
     let deepest = options.ks.iter().copied().max().unwrap_or(0);
     let bm25 = match options.passages {
-        PassageSource::Bm25 => Some(crate::Bm25::build(&knowledge.store)?),
+        PassageSource::Bm25 => Some(crate::Bm25::open_or_create(&knowledge.store, false)?),
         _ => None,
     };
     let mut hits = vec![0usize; options.ks.len()];
@@ -173,7 +173,7 @@ pub fn evaluate<B: Backend>(
                 let n_docs = model.config().n_docs;
                 let mut rows = Vec::with_capacity(chunk.len());
                 for (q, example) in questions.iter().zip(chunk) {
-                    let ranked: Vec<u64> = bm25.search(q, deepest.max(n_docs)).into_iter().map(|(id, _)| id).collect();
+                    let ranked: Vec<u64> = bm25.search(q, deepest.max(n_docs))?.into_iter().map(|(id, _)| id).collect();
                     let first_hit = first_relevant(&ranked, example, |id| {
                         Ok(has_answer(&knowledge.passage(id)?.text, &example.answers))
                     })?;

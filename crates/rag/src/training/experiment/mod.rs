@@ -447,7 +447,7 @@ pub fn run<AB: AutodiffBackend, I: Backend>(config: &ExperimentConfig, device: &
     }
     let bm25 = {
         let store = PassageStore::open(&world.store_path)?;
-        let recall = Bm25::build(&store)?.recall(&store, &world.test, &KS)?;
+        let recall = Bm25::open_or_create(&store, true)?.recall(&store, &world.test, &KS)?;
         recall.into_iter().map(|(k, r)| (format!("recall_at_{k}"), r)).collect::<Metrics>()
     };
     let steps = args.steps.unwrap_or(recipe_defaults(recipe).0);
