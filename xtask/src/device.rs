@@ -10,6 +10,7 @@
 //! | `wgpu` | wgpu with the platform's default graphics API | `wgpu` |
 //! | `vulkan` | wgpu forced onto Vulkan | `wgpu` (`vulkan` adds the SPIR-V compiler) |
 //! | `metal` | wgpu forced onto Metal (macOS) | `wgpu` (`metal` adds the MSL compiler) |
+//! | `tch` | LibTorch on the CPU (PyTorch's kernels: MKL/oneDNN GEMM) | `tch` (see `scripts/libtorch.sh`) |
 //!
 //! A command generic over the backend implements [`OnBackend`]; [`dispatch`] checks that the
 //! device's backend is compiled in and that the device answers (a three-element sum), and runs
@@ -37,6 +38,8 @@ pub enum DeviceSpec {
     Vulkan,
     /// wgpu on Metal.
     Metal,
+    /// LibTorch (PyTorch's C++ library) on the CPU.
+    Tch,
 }
 
 impl DeviceSpec {
@@ -46,6 +49,7 @@ impl DeviceSpec {
             DeviceSpec::Cpu => None,
             DeviceSpec::Cuda(_) => Some("cuda"),
             DeviceSpec::Wgpu | DeviceSpec::Vulkan | DeviceSpec::Metal => Some("wgpu"),
+            DeviceSpec::Tch => Some("tch"),
         }
     }
 
@@ -54,14 +58,15 @@ impl DeviceSpec {
         match self.feature() {
             None => true,
             Some("cuda") => cfg!(feature = "cuda"),
+            Some("tch") => cfg!(feature = "tch"),
             Some(_) => cfg!(feature = "wgpu"),
         }
     }
 
-    /// Whether f64 may be asked of this device: only the CPU (wgpu reports f64 but returned NaN
-    /// on lavapipe, BURN_0_21 trap 19; CUDA's f64 is untested here).
+    /// Whether f64 may be asked of this device: the CPU backends, Flex and LibTorch (wgpu reports
+    /// f64 but returned NaN on lavapipe, BURN_0_21 trap 19; CUDA's f64 is untested here).
     pub fn allows_f64(self) -> bool {
-        self == DeviceSpec::Cpu
+        matches!(self, DeviceSpec::Cpu | DeviceSpec::Tch)
     }
 }
 
@@ -83,6 +88,7 @@ impl fmt::Display for DeviceSpec {
             DeviceSpec::Wgpu => write!(f, "wgpu"),
             DeviceSpec::Vulkan => write!(f, "vulkan"),
             DeviceSpec::Metal => write!(f, "metal"),
+            DeviceSpec::Tch => write!(f, "tch"),
         }
     }
 }
@@ -98,10 +104,13 @@ impl FromStr for DeviceSpec {
             "wgpu" => DeviceSpec::Wgpu,
             "vulkan" => DeviceSpec::Vulkan,
             "metal" => DeviceSpec::Metal,
+            "tch" => DeviceSpec::Tch,
             other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
                 Some(Ok(i)) => DeviceSpec::Cuda(i),
                 _ => {
-                    return Err(format!("unknown device `{other}`: expected cpu, cuda, cuda:N, wgpu, vulkan or metal"));
+                    return Err(format!(
+                        "unknown device `{other}`: expected cpu, cuda, cuda:N, wgpu, vulkan, metal or tch"
+                    ));
                 }
             },
         })
@@ -144,7 +153,8 @@ pub fn dispatch<J: OnBackend>(spec: DeviceSpec, job: J) -> Result<J::Output> {
         let feature = spec.feature().unwrap_or_default();
         bail!(
             "--device {spec}: this xtask was built without the `{feature}` feature; run it as \
-             `cargo run -p xtask --features {feature} -- ...` (or `cargo xtask-gpu ...`, which has cuda and wgpu)"
+             `cargo run -p xtask --features {feature} -- ...` (or `cargo xtask-gpu ...`, which has cuda and wgpu; \
+             `scripts/libtorch.sh ...` for tch)"
         );
     }
     match spec {
@@ -157,6 +167,12 @@ pub fn dispatch<J: OnBackend>(spec: DeviceSpec, job: J) -> Result<J::Output> {
         DeviceSpec::Wgpu | DeviceSpec::Vulkan | DeviceSpec::Metal => {
             let device = wgpu::device(spec)?;
             run_checked::<burn::backend::Wgpu, J>(device, spec, job)
+        }
+        #[cfg(feature = "tch")]
+        DeviceSpec::Tch => {
+            // LibTorch's intra-op pool gets as many threads as rayon's (`--threads`, else every core).
+            tch::set_num_threads(i32::try_from(rayon::current_num_threads()).unwrap_or(i32::MAX));
+            run_checked::<burn::backend::LibTorch<f32>, J>(burn::backend::libtorch::LibTorchDevice::Cpu, spec, job)
         }
         #[allow(unreachable_patterns)]
         _ => unreachable!("checked by `compiled` above"),
@@ -277,6 +293,7 @@ mod tests {
             ("wgpu", DeviceSpec::Wgpu),
             ("vulkan", DeviceSpec::Vulkan),
             ("metal", DeviceSpec::Metal),
+            ("tch", DeviceSpec::Tch),
         ] {
             assert_eq!(text.parse::<DeviceSpec>(), Ok(spec));
             assert_eq!(spec.to_string().parse::<DeviceSpec>(), Ok(spec));

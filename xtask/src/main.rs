@@ -41,9 +41,10 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Where tensors live: cpu, cuda, cuda:N, wgpu, vulkan or metal (GPU backends need the
-    /// matching feature: `cargo xtask-gpu ...` has cuda and wgpu). `ingest` and `bench-index`
-    /// run on the host whatever it says.
+    /// Where tensors live: cpu, cuda, cuda:N, wgpu, vulkan, metal or tch (LibTorch on the CPU).
+    /// The GPU backends need the matching feature (`cargo xtask-gpu ...` has cuda and wgpu), tch
+    /// needs `scripts/libtorch.sh ...`. `ingest` and `bench-index` run on the host whatever it
+    /// says.
     #[arg(long, global = true, env = "RAG_DEVICE", default_value = "cpu")]
     device: device::DeviceSpec,
 }
@@ -77,9 +78,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let device = cli.device;
-    if matches!(cli.command, Command::Ingest(_) | Command::BenchIndex(_) | Command::BenchVsTorch(_))
-        && device != device::DeviceSpec::Cpu
-    {
+    if matches!(cli.command, Command::Ingest(_) | Command::BenchIndex(_)) && device != device::DeviceSpec::Cpu {
         eprintln!("note: this command runs on the host; --device {device} does not apply to it");
     }
     let outcome = match cli.command {
@@ -92,7 +91,7 @@ fn main() -> ExitCode {
         Command::Index(args) => index::run(args, device),
         Command::Backends(args) => backends::run(args, device),
         Command::BenchTrain(args) => bench_train::run(args, device),
-        Command::BenchVsTorch(args) => vs_torch::run(args),
+        Command::BenchVsTorch(args) => vs_torch::run(args, device),
     };
     match outcome {
         Ok(code) => code,

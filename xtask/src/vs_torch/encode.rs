@@ -4,13 +4,13 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use burn::backend::Flex;
+use burn::tensor::backend::Backend;
 use burn::tensor::{DType, TensorData};
 use rag::rag_retriever::{EncodeOptions, Encoder, EncoderOptions, TextTokenizer, encode_passages};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Options, Side, write_case};
+use super::{Options, Side, library, write_case};
 
 #[derive(Deserialize)]
 struct Paragraph {
@@ -18,7 +18,7 @@ struct Paragraph {
 }
 
 /// Encodes the first 256 paragraphs of the repository's SQuAD copy twice (the first untimed).
-pub fn run(dir: &Path, options: &Options) -> Result<Side> {
+pub fn run<B: Backend>(dir: &Path, options: &Options, device: &B::Device) -> Result<Side> {
     let n = if options.quick { 64 } else { 256 };
     let minilm = options.minilm.as_ref().context("all-MiniLM-L6-v2 was not found (give --minilm)")?;
     let corpus = &crate::repo::root().join("data/squad-v1.1-dev/corpus.jsonl");
@@ -33,8 +33,7 @@ pub fn run(dir: &Path, options: &Options) -> Result<Side> {
                 .with_context(|| format!("{}:{}", corpus.display(), i + 1))
         })
         .collect::<Result<_>>()?;
-    let device = Default::default();
-    let encoder = Encoder::<Flex>::from_pretrained(minilm, &EncoderOptions::default(), &device, DType::F32)?;
+    let encoder = Encoder::<B>::from_pretrained(minilm, &EncoderOptions::default(), device, DType::F32)?;
     let tokenizer = TextTokenizer::from_file(minilm.join("tokenizer.json"), Some(256))?;
     let options_encode = EncodeOptions { batch_size: 32, with_titles: false, progress: false };
     let mut seconds = Vec::new();
@@ -60,5 +59,5 @@ pub fn run(dir: &Path, options: &Options) -> Result<Side> {
         &json!({"threads": options.threads, "model": minilm, "texts": texts, "batch_size": 32, "max_tokens": 256}),
     )?;
     Ok(json!({"unit": format!("{n} passages"), "seconds": seconds, "passages": n,
-              "library": "rag-rs: Burn 0.21 Flex (f32)"}))
+              "library": library::<B>(device)}))
 }

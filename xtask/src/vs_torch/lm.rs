@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Autodiff;
 use burn::tensor::DType;
 use burn::tensor::backend::Backend;
 use rag::rag_generator::{answer_token_log_probs, find_gguf, tokenizer_from_gguf};
@@ -17,10 +17,9 @@ use rag::{ContextFormat, Generator, GroupOptions, PassageText, RagConfig, RagMod
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Options, Side, step_trainer, write_case};
+use super::{Options, Side, library, step_trainer, write_case};
 use crate::step;
 
-const LIBRARY: &str = "rag-rs: Burn 0.21 Flex (f32)";
 /// Questions per step and passages per question (the SQuAD preset's).
 const B: usize = 2;
 const K: usize = 3;
@@ -140,14 +139,14 @@ fn lm_case(options: &Options, gguf: &Path, warmup: usize, special: rag::SpecialT
 
 struct LmTask;
 
-impl TrainTask<Autodiff<Flex>, RagModel<Autodiff<Flex>>> for LmTask {
+impl<B: Backend> TrainTask<Autodiff<B>, RagModel<Autodiff<B>>> for LmTask {
     type Item = LmBatch;
 
     fn loss(
         &mut self,
-        model: &RagModel<Autodiff<Flex>>,
+        model: &RagModel<Autodiff<B>>,
         batch: &[&LmBatch],
-    ) -> Result<burn::tensor::Tensor<Autodiff<Flex>, 1>, BoxError> {
+    ) -> Result<burn::tensor::Tensor<Autodiff<B>, 1>, BoxError> {
         let batch = batch[0];
         let questions: Vec<&str> = batch.questions.iter().map(String::as_str).collect();
         let answers: Vec<&str> = batch.answers.iter().map(String::as_str).collect();
@@ -155,31 +154,29 @@ impl TrainTask<Autodiff<Flex>, RagModel<Autodiff<Flex>>> for LmTask {
         Ok(model.loss_from_retrieval(&questions, &answers, retrieval)?.loss)
     }
 
-    fn evaluate(&mut self, _model: &RagModel<Flex>) -> Result<Metrics, BoxError> {
+    fn evaluate(&mut self, _model: &RagModel<B>) -> Result<Metrics, BoxError> {
         Ok(Metrics::default())
     }
 }
 
 /// RA-DIT's LM fine-tuning step on SmolLM2 (the whole LM at 3e-5, weight decay 0.01, clipping
 /// at 1.0, no dropout on either side), 1 untimed and 3 timed steps.
-pub fn step(dir: &Path, options: &Options) -> Result<Side> {
+pub fn step<B: Backend>(dir: &Path, options: &Options, device: &B::Device) -> Result<Side> {
     let (warmup, steps) = if options.quick { (0, 1) } else { (1, 3) };
     let gguf = gguf_path(options)?;
     let batches = squad_batches(warmup + steps)?;
-    type AB = Autodiff<Flex>;
-    let device = Default::default();
-    let model: RagModel<AB> = model(&gguf, &batches, &device)?;
+    let model: RagModel<Autodiff<B>> = model(&gguf, &batches, device)?;
     let (trainer, _scratch) = step_trainer(Recipe::RaDitLm.param_groups(&GroupOptions::new(0.0, 3e-5)))?;
     let config = trainer.config().clone();
     let mut model = trainer.prepare(model)?;
-    let mut optim = trainer.optimizer::<Flex>();
+    let mut optim = trainer.optimizer::<B>();
     let special = model.special_tokens();
     let (mut seconds, mut losses, mut rows) = (Vec::new(), Vec::new(), Vec::new());
     for (i, batch) in batches.iter().enumerate() {
         rows.push(rows_json(&model, batch)?);
         let started = Instant::now();
         let (next, outcome) = trainer.step(model, &mut optim, &mut LmTask, &[vec![batch]], i as u64)?;
-        step::sync::<Flex>(&device);
+        step::sync::<B>(device);
         let elapsed = started.elapsed().as_secs_f64();
         eprintln!("step {i}: loss {:.4}, {elapsed:.2} s", outcome.losses[0]);
         model = next;
@@ -195,18 +192,17 @@ pub fn step(dir: &Path, options: &Options) -> Result<Side> {
     case["adamw"] = json!({"beta1": config.adamw.beta1, "beta2": config.adamw.beta2, "epsilon": config.adamw.epsilon});
     case["max_grad_norm"] = json!(config.max_grad_norm);
     write_case(dir, &case)?;
-    Ok(json!({"unit": "step", "seconds": seconds, "losses": losses, "library": LIBRARY,
+    Ok(json!({"unit": "step", "seconds": seconds, "losses": losses, "library": library::<B>(device),
               "what": "SmolLM2-135M RA-DIT LM-ft step, 2 questions × 3 passages, whole LM"}))
 }
 
 /// The answers' summed log-probabilities under SmolLM2 for every (question, passage) row, no
 /// gradients (what LSR's teacher computes), 1 untimed and 5 timed batches.
-pub fn score(dir: &Path, options: &Options) -> Result<Side> {
+pub fn score<B: Backend>(dir: &Path, options: &Options, device: &B::Device) -> Result<Side> {
     let (warmup, steps) = if options.quick { (0, 1) } else { (1, 5) };
     let gguf = gguf_path(options)?;
     let batches = squad_batches(warmup + steps)?;
-    let device = Default::default();
-    let model: RagModel<Flex> = model(&gguf, &batches, &device)?;
+    let model: RagModel<B> = model(&gguf, &batches, device)?;
     let special = model.special_tokens();
     let (mut seconds, mut scores, mut rows) = (Vec::new(), Vec::new(), Vec::new());
     for (i, batch) in batches.iter().enumerate() {
@@ -228,6 +224,6 @@ pub fn score(dir: &Path, options: &Options) -> Result<Side> {
         scores.extend(values.into_iter().map(f64::from));
     }
     write_case(dir, &lm_case(options, &gguf, warmup, special, rows))?;
-    Ok(json!({"unit": "batch", "seconds": seconds, "scores": scores, "library": LIBRARY,
+    Ok(json!({"unit": "batch", "seconds": seconds, "scores": scores, "library": library::<B>(device),
               "what": "SmolLM2-135M answer log-likelihoods, 2 questions × 3 passages per batch, no gradients"}))
 }

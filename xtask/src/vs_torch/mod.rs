@@ -23,9 +23,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{Context, Result, bail};
+use burn::tensor::backend::Backend;
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 
+use crate::device::{DeviceSpec, OnBackend, dispatch};
 use crate::repo;
 
 /// What can be compared.
@@ -128,7 +130,7 @@ pub struct VsTorchArgs {
 /// over every query, an encoding of every passage), and the case's results.
 type Side = Value;
 
-pub fn run(args: VsTorchArgs) -> Result<ExitCode> {
+pub fn run(args: VsTorchArgs, device: DeviceSpec) -> Result<ExitCode> {
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if threads == 0 {
         bail!("--threads must be at least 1");
@@ -137,7 +139,7 @@ pub fn run(args: VsTorchArgs) -> Result<ExitCode> {
         let [case] = args.cases[..] else { bail!("--project-side runs exactly one case") };
         let options =
             Options { threads, quick: args.quick, minilm: args.minilm.clone(), smollm2: args.smollm2.clone() };
-        let mut side = project_side(case, dir, &options)?;
+        let mut side = project_side(case, dir, &options, device)?;
         side["peak_rss_bytes"] = json!(peak_rss_bytes());
         side["threads"] = json!(rayon::current_num_threads());
         rag::rag_hf::write_atomic(&dir.join("project.json"), serde_json::to_string(&side)?.as_bytes())?;
@@ -153,7 +155,10 @@ pub fn run(args: VsTorchArgs) -> Result<ExitCode> {
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     let base = args.keep.clone().unwrap_or_else(|| scratch.path().to_path_buf());
     let machine = machine();
-    eprintln!("machine: {}; {threads} threads on each side", machine["cpu"].as_str().unwrap_or("?"));
+    eprintln!(
+        "machine: {}; {threads} threads on each side; the project's models on --device {device}",
+        machine["cpu"].as_str().unwrap_or("?")
+    );
     let mut rows = Vec::new();
     let mut failed = false;
     for case in cases {
@@ -163,7 +168,9 @@ pub fn run(args: VsTorchArgs) -> Result<ExitCode> {
         }
         std::fs::create_dir_all(&dir)?;
         eprintln!("\n== {}: the project", case.name());
-        let project = match run_project_side(case, &dir, threads, args.quick, minilm.as_deref(), smollm2.as_deref()) {
+        let sides =
+            ProjectSide { threads, quick: args.quick, device, minilm: minilm.as_deref(), smollm2: smollm2.as_deref() };
+        let project = match sides.run(case, &dir) {
             Ok(side) => side,
             Err(error) => {
                 eprintln!("{}: the project's side failed: {error:#}", case.name());
@@ -190,7 +197,7 @@ pub fn run(args: VsTorchArgs) -> Result<ExitCode> {
         print_row(case, &row);
         rows.push(row);
     }
-    let report = json!({"machine": machine, "threads": threads, "quick": args.quick, "cases": rows});
+    let report = json!({"machine": machine, "threads": threads, "device": device.to_string(), "quick": args.quick, "cases": rows});
     println!("\n{}", summary(&report));
     if let Some(path) = &args.json {
         rag::rag_hf::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
@@ -207,50 +214,77 @@ pub struct Options {
     pub smollm2: Option<PathBuf>,
 }
 
-fn project_side(case: Case, dir: &Path, options: &Options) -> Result<Side> {
+/// Runs the project's side of `case` in this process. The search cases run on the host; the
+/// others run the project's models on `device`'s backend.
+fn project_side(case: Case, dir: &Path, options: &Options, device: DeviceSpec) -> Result<Side> {
+    struct Models<'a> {
+        case: Case,
+        dir: &'a Path,
+        options: &'a Options,
+    }
+    impl OnBackend for Models<'_> {
+        type Output = Side;
+        fn run<B: Backend>(self, device: B::Device, _spec: DeviceSpec) -> Result<Side> {
+            let Models { case, dir, options } = self;
+            match case {
+                Case::EmbeddedStep => rag_step::embedded::<B>(dir, options, &device),
+                Case::ReferenceStep => rag_step::reference::<B>(dir, options, &device),
+                Case::Smollm2Step => lm::step::<B>(dir, options, &device),
+                Case::Smollm2Score => lm::score::<B>(dir, options, &device),
+                Case::MinilmEncode => encode::run::<B>(dir, options, &device),
+                Case::Loss => loss::run::<B>(dir, options, &device),
+                Case::Flat | Case::Hnsw => unreachable!("the search cases run on the host"),
+            }
+        }
+    }
     match case {
-        Case::EmbeddedStep => rag_step::embedded(dir, options),
-        Case::ReferenceStep => rag_step::reference(dir, options),
-        Case::Smollm2Step => lm::step(dir, options),
-        Case::Smollm2Score => lm::score(dir, options),
-        Case::MinilmEncode => encode::run(dir, options),
         Case::Flat => index::flat(dir, options),
         Case::Hnsw => index::hnsw(dir, options),
-        Case::Loss => loss::run(dir, options),
+        _ => dispatch(device, Models { case, dir, options }),
     }
 }
 
-fn run_project_side(
-    case: Case,
-    dir: &Path,
+/// How the child processes that run the project's side are started.
+struct ProjectSide<'a> {
     threads: usize,
     quick: bool,
-    minilm: Option<&Path>,
-    smollm2: Option<&Path>,
-) -> Result<Side> {
-    let exe = std::env::current_exe().context("finding this executable")?;
-    let mut command = Command::new(exe);
-    command
-        .args(["bench-vs-torch", "--cases", case.name(), "--threads", &threads.to_string(), "--project-side"])
-        .arg(dir)
-        .env("RAYON_NUM_THREADS", threads.to_string())
-        .env_remove("RAG_TORCH_PYTHON");
-    if quick {
-        command.arg("--quick");
+    device: DeviceSpec,
+    minilm: Option<&'a Path>,
+    smollm2: Option<&'a Path>,
+}
+
+impl ProjectSide<'_> {
+    fn run(&self, case: Case, dir: &Path) -> Result<Side> {
+        let exe = std::env::current_exe().context("finding this executable")?;
+        let mut command = Command::new(exe);
+        command
+            .args(["--device", &self.device.to_string()])
+            .args(["bench-vs-torch", "--cases", case.name(), "--threads", &self.threads.to_string(), "--project-side"])
+            .arg(dir)
+            .env("RAYON_NUM_THREADS", self.threads.to_string())
+            .env_remove("RAG_TORCH_PYTHON");
+        if self.quick {
+            command.arg("--quick");
+        }
+        if let Some(dir) = self.minilm {
+            command.arg("--minilm").arg(dir);
+        }
+        if let Some(file) = self.smollm2 {
+            command.arg("--smollm2").arg(file);
+        }
+        let status = command.stdout(Stdio::inherit()).stderr(Stdio::inherit()).status()?;
+        if !status.success() {
+            bail!("the project's side exited with {status}");
+        }
+        let path = dir.join("project.json");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
-    if let Some(dir) = minilm {
-        command.arg("--minilm").arg(dir);
-    }
-    if let Some(file) = smollm2 {
-        command.arg("--smollm2").arg(file);
-    }
-    let status = command.stdout(Stdio::inherit()).stderr(Stdio::inherit()).status()?;
-    if !status.success() {
-        bail!("the project's side exited with {status}");
-    }
-    let path = dir.join("project.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// The `library` a side reports: Burn's backend by name.
+pub fn library<B: Backend>(device: &B::Device) -> String {
+    format!("rag-rs: Burn 0.21 {} (f32)", B::name(device))
 }
 
 fn run_python(python: &Path, root: &Path, case: Case, dir: &Path, threads: usize) -> Result<Side> {

@@ -6,9 +6,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Autodiff;
 use burn::module::{AutodiffModule, Module};
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use rag::rag_losses::{NllConfig, Reduction, rag_token_nll, split_docs};
 use rag::rag_retriever::{BertConfig, BiEncoder, Encoder, Pooling, TokenBatch};
@@ -16,10 +16,8 @@ use rag::rag_trainer::{AdamWConfig, BoxError, DataPosition, Loader, Metrics, Par
 use rag::{Generator, Precision, QaExample, SpecialTokens};
 use serde_json::{Value, json};
 
-use super::{Options, Side, step_trainer, write_case};
+use super::{Options, Side, library, step_trainer, write_case};
 use crate::step::{self, EmbeddedWorld};
-
-const LIBRARY: &str = "rag-rs: Burn 0.21 Flex (f32)";
 
 fn trainer_json(config: &TrainerConfig) -> Value {
     let groups: serde_json::Map<String, Value> = config
@@ -45,12 +43,11 @@ fn special_json(special: SpecialTokens) -> Value {
 
 /// The embedded default's step ([`crate::step`], what `bench-train` times), 3 untimed and 20
 /// timed steps of batch 16.
-pub fn embedded(dir: &Path, options: &Options) -> Result<Side> {
+pub fn embedded<B: Backend>(dir: &Path, options: &Options, device: &B::Device) -> Result<Side> {
     let (warmup, steps) = if options.quick { (1, 3) } else { (3, 20) };
     eprintln!("generating the embedded task and encoding its corpus");
     let world = EmbeddedWorld::create(&dir.join("world"))?;
-    let device = Default::default();
-    let mut model = world.model::<Flex>(&device, Precision::F32)?;
+    let mut model = world.model::<B>(device, Precision::F32)?;
     model.valid().save(&dir.join("model"), None)?;
     let special = model.special_tokens();
     let (ids, vectors) = world.corpus()?;
@@ -64,7 +61,7 @@ pub fn embedded(dir: &Path, options: &Options) -> Result<Side> {
     )?;
     let train: &[QaExample] = world.train();
     let mut loader = Loader::new(train.len(), 16, 0, DataPosition { epoch: 0, cursor: 0 });
-    let mut optim = step::optimizer::<Flex>(&world);
+    let mut optim = step::optimizer::<B>(&world);
     let (mut seconds, mut losses, mut batches) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..warmup + steps {
         let batch: Vec<&QaExample> = loader.next_batch().into_iter().map(|j| &train[j]).collect();
@@ -95,14 +92,14 @@ pub fn embedded(dir: &Path, options: &Options) -> Result<Side> {
     case["search"] = json!(true);
     case["batches"] = Value::Array(batches);
     write_case(dir, &case)?;
-    Ok(json!({"unit": "step", "seconds": seconds, "losses": losses, "library": LIBRARY,
+    Ok(json!({"unit": "step", "seconds": seconds, "losses": losses, "library": library::<B>(device),
               "what": "embedded default, RAG-Token, B 16, K 3"}))
 }
 
 /// The reference step's model: a query encoder and a generator, in the module paths the
 /// recipes' parameter groups name.
 #[derive(Module, Debug)]
-pub struct RefModel<B: burn::tensor::backend::Backend> {
+pub struct RefModel<B: Backend> {
     retriever: BiEncoder<B>,
     generator: Generator<B>,
 }
@@ -173,17 +170,17 @@ fn synthetic_batch(rng: &mut rag_index::synthetic::SplitMix64, special: SpecialT
 
 /// A RAG-Token step at the reference size, 2 untimed and 10 timed steps, each on a new seeded
 /// batch.
-pub fn reference(dir: &Path, options: &Options) -> Result<Side> {
+pub fn reference<B: Backend>(dir: &Path, options: &Options, device: &B::Device) -> Result<Side> {
     let (warmup, steps) = if options.quick { (1, 2) } else { (2, 10) };
-    type AB = Autodiff<Flex>;
-    let device = Default::default();
-    <AB as burn::tensor::backend::Backend>::seed(&device, 0);
+    type AB<B> = Autodiff<B>;
+    let device = device.clone();
+    <AB<B> as Backend>::seed(&device, 0);
     let bert: BertConfig = serde_json::from_value(json!({
         "vocab_size": REF_VOCAB, "hidden_size": REF_D, "num_hidden_layers": 4, "num_attention_heads": 4,
         "intermediate_size": 4 * REF_D, "max_position_embeddings": 512, "hidden_act": "gelu",
         "model_type": "bert", "layer_norm_eps": 1e-12, "initializer_range": 0.02,
     }))?;
-    let encoder = Encoder::<AB>::init(&bert, Pooling::Cls, false, &device)?;
+    let encoder = Encoder::<AB<B>>::init(&bert, Pooling::Cls, false, &device)?;
     let bart = json!({
         "vocab_size": REF_VOCAB, "d_model": REF_D, "encoder_layers": 3, "decoder_layers": 3,
         "encoder_attention_heads": 4, "decoder_attention_heads": 4, "encoder_ffn_dim": 4 * REF_D,
@@ -191,7 +188,7 @@ pub fn reference(dir: &Path, options: &Options) -> Result<Side> {
         "eos_token_id": 2, "decoder_start_token_id": 2, "forced_eos_token_id": 2, "init_std": 0.02,
         "activation_function": "gelu",
     });
-    let generator = Generator::<AB>::init("bart", bart, 0.0, &device)?;
+    let generator = Generator::<AB<B>>::init("bart", bart, 0.0, &device)?;
     let special = generator.special_tokens()?;
     let model = RefModel { retriever: BiEncoder::shared(encoder), generator };
     std::fs::create_dir_all(dir.join("model/query_encoder"))?;
@@ -209,7 +206,7 @@ pub fn reference(dir: &Path, options: &Options) -> Result<Side> {
     ])?;
     let config = trainer.config().clone();
     let mut model = trainer.prepare(model)?;
-    let mut optim = trainer.optimizer::<Flex>();
+    let mut optim = trainer.optimizer::<B>();
     let mut task = RefTask { special };
     let mut rng = rag_index::synthetic::SplitMix64::new(7);
     let (mut seconds, mut losses, mut batches, mut documents) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -217,7 +214,7 @@ pub fn reference(dir: &Path, options: &Options) -> Result<Side> {
         let batch = synthetic_batch(&mut rng, special)?;
         let started = Instant::now();
         let (next, outcome) = trainer.step(model, &mut optim, &mut task, &[vec![&batch]], i as u64)?;
-        step::sync::<Flex>(&device);
+        step::sync::<B>(&device);
         let elapsed = started.elapsed().as_secs_f64();
         model = next;
         if i >= warmup {
@@ -245,6 +242,6 @@ pub fn reference(dir: &Path, options: &Options) -> Result<Side> {
     case["search"] = json!(false);
     case["batches"] = Value::Array(batches);
     write_case(dir, &case)?;
-    Ok(json!({"unit": "step", "seconds": seconds, "losses": losses, "library": LIBRARY,
+    Ok(json!({"unit": "step", "seconds": seconds, "losses": losses, "library": library::<B>(&device),
               "what": "BERT 4L/256 + BART 3+3L/256, vocabulary 8,000, B 8, K 5, context 128, target 24"}))
 }
