@@ -11,9 +11,10 @@
 //!
 //! Burn 0.21 has no way to add an operation with its own backward to code generic over the
 //! backend. So this is a fast path for the CPU backend, `Flex` and `Autodiff<Flex>`, recognized
-//! at run time by the tensor's type (`Any`), for f32 data: everything else (another backend, f64,
-//! a row without a finite logit) gets `None` and the caller composes the ops, which the tests
-//! compare this with, value and gradient.
+//! at run time by the tensor's type (`Any`), for f32 data, and with the feature `tch` for
+//! LibTorch (`fused_tch.rs`): everything else (another backend, f64, a row without a finite
+//! logit) gets `None` and the caller composes the ops, which the tests compare this with, value
+//! and gradient.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -48,6 +49,22 @@ pub(crate) fn target_log_probs<B: Backend>(logits: &Tensor<B, 2>, target: &Tenso
         let logits = logits.clone().into_primitive().tensor().to_contiguous();
         let (values, _) = forward(&logits, &ids(target)?)?;
         return as_backend(Tensor::<Flex, 1>::from_primitive(TensorPrimitive::Float(values)));
+    }
+    #[cfg(feature = "tch")]
+    {
+        use burn::backend::LibTorch;
+        let target: &dyn Any = target;
+        if let (Some(logits), Some(target)) = (
+            any.downcast_ref::<Tensor<Autodiff<LibTorch<f32>>, 2>>(),
+            target.downcast_ref::<Tensor<Autodiff<LibTorch<f32>>, 1, Int>>(),
+        ) {
+            return as_backend(crate::fused_tch::tracked(logits, target)?);
+        }
+        if let (Some(logits), Some(target)) =
+            (any.downcast_ref::<Tensor<LibTorch<f32>, 2>>(), target.downcast_ref::<Tensor<LibTorch<f32>, 1, Int>>())
+        {
+            return as_backend(crate::fused_tch::untracked(logits, target)?);
+        }
     }
     None
 }

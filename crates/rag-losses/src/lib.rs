@@ -52,6 +52,8 @@
 mod config;
 mod error;
 mod fused;
+#[cfg(feature = "tch")]
+mod fused_tch;
 pub mod hf;
 mod ops;
 mod radit;

@@ -6,6 +6,7 @@
 
 mod common;
 
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{DType, Tensor, TensorData};
 use common::{Ad, Cpu, bools, floats, ints, values};
 use proptest::collection::vec;
@@ -65,21 +66,21 @@ fn case() -> impl Strategy<Value = Case> {
         })
 }
 
-type Loss = fn(
-    Tensor<Ad, 4>,
-    Tensor<Ad, 2>,
-    Tensor<Ad, 2, burn::tensor::Int>,
-    Tensor<Ad, 2, burn::tensor::Bool>,
+type Loss<A> = fn(
+    Tensor<A, 4>,
+    Tensor<A, 2>,
+    Tensor<A, 2, burn::tensor::Int>,
+    Tensor<A, 2, burn::tensor::Bool>,
     &NllConfig,
-) -> rag_losses::Result<Tensor<Ad, 1>>;
+) -> rag_losses::Result<Tensor<A, 1>>;
 
 /// (loss values, logits gradient, doc-score gradient) of `loss` with logits and scores in `dtype`.
-fn run(loss: Loss, c: &Case, f64_inputs: bool) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+fn run<A: AutodiffBackend>(loss: Loss<A>, c: &Case, f64_inputs: bool) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let (b, k, t, v) = c.shape;
     let (logits, scores) = if f64_inputs {
-        (floats::<Ad, 4>(&c.logits, [b, k, t, v]), floats::<Ad, 2>(&c.scores, [b, k]))
+        (floats::<A, 4>(&c.logits, [b, k, t, v]), floats::<A, 2>(&c.scores, [b, k]))
     } else {
-        (f32s::<Ad, 4>(&c.logits, [b, k, t, v]), f32s::<Ad, 2>(&c.scores, [b, k]))
+        (f32s::<A, 4>(&c.logits, [b, k, t, v]), f32s::<A, 2>(&c.scores, [b, k]))
     };
     let (logits, scores) = (logits.require_grad(), scores.require_grad());
     let config = NllConfig::new().with_label_smoothing(c.eps).with_reduction(Reduction::None);
@@ -88,7 +89,7 @@ fn run(loss: Loss, c: &Case, f64_inputs: bool) -> (Vec<f64>, Vec<f64>, Vec<f64>)
     (values(out), values(logits.grad(&grads).unwrap()), values(scores.grad(&grads).unwrap()))
 }
 
-fn agree(loss: Loss, c: &Case) -> Result<(), TestCaseError> {
+fn agree<A: AutodiffBackend>(loss: Loss<A>, c: &Case) -> Result<(), TestCaseError> {
     let (l32, g32, s32) = run(loss, c, false);
     let (l64, g64, s64) = run(loss, c, true);
     prop_assert!(relative(&l32, &l64) < 2e-5, "losses {l32:?} vs {l64:?}");
@@ -151,5 +152,28 @@ fn a_row_without_a_finite_logit_takes_the_composed_ops() {
     assert_eq!(l32[0].is_nan(), l64[0].is_nan(), "{l32:?} vs {l64:?}");
     if !l64[0].is_nan() {
         assert!((l32[0] - l64[0]).abs() < 1e-5 * l64[0].abs().max(1.0), "{l32:?} vs {l64:?}");
+    }
+}
+
+/// The LibTorch kernel (`fused_tch.rs`, feature `tch`: `scripts/libtorch.sh cargo test -p
+/// rag-losses --features tch`) against the composed ops on the same backend.
+#[cfg(feature = "tch")]
+mod libtorch {
+    use burn::backend::{Autodiff, LibTorch};
+    use proptest::prelude::*;
+    use rag_losses::{rag_sequence_nll, rag_token_nll};
+
+    use super::{agree, case};
+
+    type Torch = Autodiff<LibTorch<f32>>;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+        #[test]
+        fn fused_losses_on_libtorch_agree_with_the_composed_ops(c in case()) {
+            agree(rag_token_nll::<Torch>, &c)?;
+            agree(rag_sequence_nll::<Torch>, &c)?;
+        }
     }
 }
