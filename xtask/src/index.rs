@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::DType;
 use burn::tensor::backend::Backend;
 use clap::{Args, ValueEnum};
-use rag_index::{FlatIndex, HnswConfig, HnswIndex, Metric, PassageStore, VectorIndex};
+use rag_index::{Metric, PassageStore};
 use rag_retriever::{EncodeOptions, Encoder, EncoderOptions, Pooling, TextTokenizer};
 use serde_json::json;
 
@@ -86,10 +86,7 @@ fn run_on<B: Backend>(args: IndexArgs, device: &B::Device, _spec: DeviceSpec) ->
     }
     let metric = Metric::from(args.metric);
     let dim = encoder.dim();
-    let mut index: Box<dyn VectorIndex> = match args.kind.hnsw_storage() {
-        None => Box::new(FlatIndex::new(dim, metric)?),
-        Some(storage) => Box::new(HnswIndex::new(dim, HnswConfig { metric, storage, ..HnswConfig::default() })?),
-    };
+    let mut index = rag_index::empty_index(dim, metric, args.kind.hnsw_storage())?;
     eprintln!("encoding {} passages from {} into a {dim}-dimensional index", store.len(), args.store.display());
     let encode = EncodeOptions { batch_size: args.batch_size, with_titles: !args.no_titles, progress: true };
     let report = rag::index_store(&encoder, &tokenizer, &store, index.as_mut(), &encode)?;

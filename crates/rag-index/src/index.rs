@@ -116,6 +116,18 @@ pub(crate) struct Header {
     pub(crate) count: usize,
 }
 
+/// An empty index of `dim`-wide vectors under `metric`: exact search ([`crate::FlatIndex`]) when
+/// `hnsw` is `None`, else [`crate::HnswIndex`] with that vector storage and the default graph
+/// settings ([`crate::HnswConfig::default`]).
+pub fn empty_index(dim: usize, metric: Metric, hnsw: Option<crate::Storage>) -> Result<Box<dyn VectorIndex>> {
+    Ok(match hnsw {
+        None => Box::new(crate::FlatIndex::new(dim, metric)?),
+        Some(storage) => {
+            Box::new(crate::HnswIndex::new(dim, crate::HnswConfig { metric, storage, ..crate::HnswConfig::default() })?)
+        }
+    })
+}
+
 /// Opens an index file of either kind.
 pub fn open_index(path: &Path) -> Result<Box<dyn VectorIndex>> {
     let (header, bytes) = read_index_file(path, None)?;

@@ -44,7 +44,7 @@ pub use flat::{FlatIndex, QUERY_BLOCK, ROW_BLOCK};
 pub use fvecs::{Fvecs, read_fvecs, write_fvecs};
 pub use gemm::inner_products;
 pub use hnsw::{HnswConfig, HnswIndex, Storage};
-pub use index::{IndexKind, VectorIndex, open_index};
+pub use index::{IndexKind, VectorIndex, empty_index, open_index};
 pub use store::{
     Chunking, IngestOptions, IngestReport, InputFormat, OnDuplicate, OnMalformed, Passage, PassageStore, StoreBuilder,
 };

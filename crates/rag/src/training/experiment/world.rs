@@ -8,7 +8,7 @@ use std::sync::Arc;
 use burn::tensor::DType;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use rag_generator::{GenerationConfig, GeneratorTokenizer};
-use rag_index::{FlatIndex, HnswConfig, HnswIndex, IngestOptions, Metric, PassageStore, StoreBuilder, VectorIndex};
+use rag_index::{IngestOptions, Metric, PassageStore, StoreBuilder, VectorIndex};
 use rag_retriever::{BiEncoder, EncodeOptions, Encoder, EncoderOptions, TextTokenizer};
 
 use super::{ExperimentConfig, ExperimentData};
@@ -68,13 +68,7 @@ fn embedded<AB: AutodiffBackend, I: Backend>(
     let device = device.clone();
     let (s2, s3) = (setup.clone(), setup.clone());
     let (mut dev, mut test) = (setup.task.dev.clone(), setup.task.test.clone());
-    if let Some(limit) = config.eval_limit {
-        dev.truncate(limit);
-        test.truncate(limit);
-    }
-    if let Some(limit) = config.dev_limit {
-        dev.truncate(limit);
-    }
+    apply_limits(config, &mut dev, &mut test);
     let probe: RagModel<I> = setup.model(config.recipe, config.n_docs.unwrap_or(3), seed, &Default::default())?;
     Ok(World {
         train: setup.task.train.clone(),
@@ -144,13 +138,7 @@ fn files<AB: AutodiffBackend>(config: &ExperimentConfig, device: &AB::Device) ->
             ),
         ));
     }
-    if let Some(limit) = config.eval_limit {
-        dev.truncate(limit);
-        test.truncate(limit);
-    }
-    if let Some(limit) = config.dev_limit {
-        dev.truncate(limit);
-    }
+    apply_limits(config, &mut dev, &mut test);
     let store_path = config.run_dir.join("corpus.store");
     let mut builder = StoreBuilder::create(&store_path)?;
     builder
@@ -197,7 +185,7 @@ fn files<AB: AutodiffBackend>(config: &ExperimentConfig, device: &AB::Device) ->
         let index = rag_index::open_index(path).within(|| "reading --index".to_string())?;
         let encoder = probe.retriever().document_encoder();
         crate::check_index(encoder, probe.passage_tokenizer(), &store, index.as_ref(), path, &encode, 8)?;
-        indexes.insert(fingerprint(encoder), path.clone())?;
+        indexes.insert(fingerprint(encoder), path.clone());
     }
     let store_for = store_path.clone();
     let knowledge_for = move |m: &RagModel<AB::InnerBackend>| -> Result<Knowledge> {
@@ -220,6 +208,17 @@ fn files<AB: AutodiffBackend>(config: &ExperimentConfig, device: &AB::Device) ->
     })
 }
 
+/// `--eval-limit` on the dev and test questions, then `--dev-limit` on the dev ones.
+fn apply_limits(config: &ExperimentConfig, dev: &mut Vec<QaExample>, test: &mut Vec<QaExample>) {
+    if let Some(limit) = config.eval_limit {
+        dev.truncate(limit);
+        test.truncate(limit);
+    }
+    if let Some(limit) = config.dev_limit {
+        dev.truncate(limit);
+    }
+}
+
 /// The corpus encoded once per document encoder: every stage whose document encoder has the
 /// same weights (all of them unless it trains) opens one index file instead of re-encoding.
 struct SharedIndexes {
@@ -234,9 +233,8 @@ impl SharedIndexes {
         Self { dir, storage, files: Default::default() }
     }
 
-    fn insert(&self, fingerprint: String, path: PathBuf) -> Result<()> {
+    fn insert(&self, fingerprint: String, path: PathBuf) {
         self.files.lock().expect("no panic while holding the lock").insert(fingerprint, path);
-        Ok(())
     }
 
     /// The index of `store` by `model`'s document encoder: the file encoded before for the same
@@ -254,14 +252,7 @@ impl SharedIndexes {
         if let Some(path) = files.get(&key) {
             return Ok(rag_index::open_index(path)?);
         }
-        let dim = encoder.dim();
-        let mut index: Box<dyn VectorIndex> = match self.storage {
-            None => Box::new(FlatIndex::new(dim, Metric::InnerProduct)?),
-            Some(storage) => Box::new(HnswIndex::new(
-                dim,
-                HnswConfig { metric: Metric::InnerProduct, storage, ..HnswConfig::default() },
-            )?),
-        };
+        let mut index = rag_index::empty_index(encoder.dim(), Metric::InnerProduct, self.storage)?;
         if encode.progress {
             eprintln!("encoding {} passages with the document encoder", store.len());
         }
