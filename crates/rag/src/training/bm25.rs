@@ -176,7 +176,8 @@ impl Bm25 {
     }
 
     /// The index kept beside `store` ([`Bm25::beside`]): opened when it matches the store, else
-    /// built there (and the build reported on stderr when `progress`).
+    /// built there (and the build reported on stderr when `progress`), or in memory when it
+    /// cannot be written there.
     pub fn open_or_create(store: &PassageStore, progress: bool) -> Result<Self> {
         let dir = Self::beside(store);
         if dir.join(MANIFEST).is_file() {
@@ -187,12 +188,21 @@ impl Bm25 {
             }
         }
         let started = std::time::Instant::now();
-        let bm25 = Self::create(store, &dir)?;
+        let bm25 = match Self::create(store, &dir) {
+            Ok(bm25) => bm25,
+            // A store in a directory this process may not write to still gets its BM25.
+            Err(why) => {
+                if progress {
+                    eprintln!("cannot keep the BM25 index beside the store ({why}); building it in memory");
+                }
+                Self::build(store)?
+            }
+        };
         if progress {
             eprintln!(
                 "built the BM25 index of {} passages in {} ({:.1} s)",
                 store.len(),
-                dir.display(),
+                bm25.dir().map_or_else(|| "memory".to_string(), |d| d.display().to_string()),
                 started.elapsed().as_secs_f64()
             );
         }
