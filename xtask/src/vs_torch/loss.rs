@@ -21,13 +21,11 @@ const V: usize = 50265;
 const ROUNDS: usize = 3;
 
 pub fn run<IB: Backend>(dir: &Path, options: &Options, device: &IB::Device) -> Result<Side> {
-    type AB<IB> = Autodiff<IB>;
-    let device = device.clone();
-    AB::<IB>::seed(&device, 7);
-    let logits = Tensor::<AB<IB>, 4>::random([B, K, T, V], Distribution::Normal(0.0, 2.0), &device);
-    let scores = Tensor::<AB<IB>, 2>::random([B, K], Distribution::Normal(0.0, 1.0), &device);
-    let target = Tensor::<AB<IB>, 2, Int>::random([B, T], Distribution::Uniform(0.0, V as f64), &device);
-    let mask = Tensor::<AB<IB>, 2, Bool>::from_data(TensorData::new(vec![true; B * T], [B, T]), &device);
+    Autodiff::<IB>::seed(device, 7);
+    let logits = Tensor::<Autodiff<IB>, 4>::random([B, K, T, V], Distribution::Normal(0.0, 2.0), device);
+    let scores = Tensor::<Autodiff<IB>, 2>::random([B, K], Distribution::Normal(0.0, 1.0), device);
+    let target = Tensor::<Autodiff<IB>, 2, Int>::random([B, T], Distribution::Uniform(0.0, V as f64), device);
+    let mask = Tensor::<Autodiff<IB>, 2, Bool>::from_data(TensorData::new(vec![true; B * T], [B, T]), device);
     let config = NllConfig::new().with_reduction(Reduction::TokenMean);
     let rounds = if options.quick { 1 } else { ROUNDS };
     let mut seconds = Vec::new();
@@ -61,6 +59,6 @@ pub fn run<IB: Backend>(dir: &Path, options: &Options, device: &IB::Device) -> R
     Ok(json!({
         "unit": "forward+backward", "seconds": seconds, "loss": loss_value,
         "bound_seconds": bytes as f64 / (bandwidth * 1e9), "copy_bandwidth_gbs": bandwidth,
-        "library": format!("{}: rag_losses::rag_token_nll", library::<IB>(&device)),
+        "library": format!("{}: rag_losses::rag_token_nll", library::<IB>(device)),
     }))
 }

@@ -172,15 +172,13 @@ fn synthetic_batch(rng: &mut rag_index::synthetic::SplitMix64, special: SpecialT
 /// batch.
 pub fn reference<B: Backend>(dir: &Path, options: &Options, device: &B::Device) -> Result<Side> {
     let (warmup, steps) = if options.quick { (1, 2) } else { (2, 10) };
-    type AB<B> = Autodiff<B>;
-    let device = device.clone();
-    <AB<B> as Backend>::seed(&device, 0);
+    Autodiff::<B>::seed(device, 0);
     let bert: BertConfig = serde_json::from_value(json!({
         "vocab_size": REF_VOCAB, "hidden_size": REF_D, "num_hidden_layers": 4, "num_attention_heads": 4,
         "intermediate_size": 4 * REF_D, "max_position_embeddings": 512, "hidden_act": "gelu",
         "model_type": "bert", "layer_norm_eps": 1e-12, "initializer_range": 0.02,
     }))?;
-    let encoder = Encoder::<AB<B>>::init(&bert, Pooling::Cls, false, &device)?;
+    let encoder = Encoder::<Autodiff<B>>::init(&bert, Pooling::Cls, false, device)?;
     let bart = json!({
         "vocab_size": REF_VOCAB, "d_model": REF_D, "encoder_layers": 3, "decoder_layers": 3,
         "encoder_attention_heads": 4, "decoder_attention_heads": 4, "encoder_ffn_dim": 4 * REF_D,
@@ -188,7 +186,7 @@ pub fn reference<B: Backend>(dir: &Path, options: &Options, device: &B::Device) 
         "eos_token_id": 2, "decoder_start_token_id": 2, "forced_eos_token_id": 2, "init_std": 0.02,
         "activation_function": "gelu",
     });
-    let generator = Generator::<AB<B>>::init("bart", bart, 0.0, &device)?;
+    let generator = Generator::<Autodiff<B>>::init("bart", bart, 0.0, device)?;
     let special = generator.special_tokens()?;
     let model = RefModel { retriever: BiEncoder::shared(encoder), generator };
     std::fs::create_dir_all(dir.join("model/query_encoder"))?;
@@ -214,7 +212,7 @@ pub fn reference<B: Backend>(dir: &Path, options: &Options, device: &B::Device) 
         let batch = synthetic_batch(&mut rng, special)?;
         let started = Instant::now();
         let (next, outcome) = trainer.step(model, &mut optim, &mut task, &[vec![&batch]], i as u64)?;
-        step::sync::<B>(&device);
+        step::sync::<B>(device);
         let elapsed = started.elapsed().as_secs_f64();
         model = next;
         if i >= warmup {
@@ -242,6 +240,6 @@ pub fn reference<B: Backend>(dir: &Path, options: &Options, device: &B::Device) 
     case["search"] = json!(false);
     case["batches"] = Value::Array(batches);
     write_case(dir, &case)?;
-    Ok(json!({"unit": "step", "seconds": seconds, "losses": losses, "library": library::<B>(&device),
+    Ok(json!({"unit": "step", "seconds": seconds, "losses": losses, "library": library::<B>(device),
               "what": "BERT 4L/256 + BART 3+3L/256, vocabulary 8,000, B 8, K 5, context 128, target 24"}))
 }

@@ -65,6 +65,8 @@ impl Manifest {
 pub struct Bm25 {
     reader: IndexReader,
     body: Field,
+    /// [`ANALYZER`], the one registered with the index, for the queries.
+    analyzer: TextAnalyzer,
     /// Where it is kept, `None` in memory.
     dir: Option<PathBuf>,
 }
@@ -109,7 +111,8 @@ impl Bm25 {
     pub fn build(store: &PassageStore) -> Result<Self> {
         let (schema, id, body) = schema();
         let index = Index::create_in_ram(schema);
-        Self::fill(index, store, id, body, None)
+        Self::fill(&index, store, id, body, store.path())?;
+        Self::ready(index, None)
     }
 
     /// Indexes every passage of `store` into the directory `dir` (replacing what is there),
@@ -125,7 +128,8 @@ impl Bm25 {
         std::fs::create_dir_all(&partial).map_err(|e| io(&partial, e))?;
         let (schema, id, body) = schema();
         let index = Index::create_in_dir(&partial, schema).map_err(|e| sparse_error(&partial, "creating", e))?;
-        drop(Self::fill(index, store, id, body, Some(partial.clone()))?);
+        Self::fill(&index, store, id, body, &partial)?;
+        drop(index);
         let manifest = serde_json::to_vec_pretty(&Manifest::of(store)).expect("a manifest serializes");
         rag_hf::write_atomic(&partial.join(MANIFEST), &manifest)?;
         if dir.exists() {
@@ -216,8 +220,8 @@ impl Bm25 {
         PathBuf::from(name)
     }
 
-    fn fill(index: Index, store: &PassageStore, id: Field, body: Field, dir: Option<PathBuf>) -> Result<Self> {
-        let place = dir.clone().unwrap_or_else(|| store.path().to_path_buf());
+    /// Writes every passage of `store` into `index` (`place` names it in errors).
+    fn fill(index: &Index, store: &PassageStore, id: Field, body: Field, place: &Path) -> Result<()> {
         if store.is_empty() {
             return Err(RagError::Corpus {
                 store: store.path().to_path_buf(),
@@ -227,29 +231,29 @@ impl Bm25 {
         index.tokenizers().register(ANALYZER, analyzer());
         // One indexing thread: document ids follow the store's order, so ties rank in store order.
         let mut writer: IndexWriter<TantivyDocument> =
-            index.writer_with_num_threads(1, WRITER_BUDGET).map_err(|e| sparse_error(&place, "writing", e))?;
+            index.writer_with_num_threads(1, WRITER_BUDGET).map_err(|e| sparse_error(place, "writing", e))?;
         for passage in store.iter() {
             let passage = passage?;
             let mut document = TantivyDocument::default();
             document.add_u64(id, passage.id);
             document.add_text(body, indexed_text(passage.title, passage.text));
-            writer.add_document(document).map_err(|e| sparse_error(&place, "writing", e))?;
+            writer.add_document(document).map_err(|e| sparse_error(place, "writing", e))?;
         }
-        writer.commit().map_err(|e| sparse_error(&place, "writing", e))?;
-        writer.wait_merging_threads().map_err(|e| sparse_error(&place, "writing", e))?;
-        Self::ready(index, dir)
+        writer.commit().map_err(|e| sparse_error(place, "writing", e))?;
+        writer.wait_merging_threads().map_err(|e| sparse_error(place, "writing", e))
     }
 
     fn ready(index: Index, dir: Option<PathBuf>) -> Result<Self> {
         let place = dir.clone().unwrap_or_else(|| PathBuf::from("(in memory)"));
-        index.tokenizers().register(ANALYZER, analyzer());
+        let analyzer = analyzer();
+        index.tokenizers().register(ANALYZER, analyzer.clone());
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()
             .map_err(|e| sparse_error(&place, "reading", e))?;
         let body = index.schema().get_field("body").map_err(|e| sparse_error(&place, "reading", e))?;
-        Ok(Self { reader, body, dir })
+        Ok(Self { reader, body, analyzer, dir })
     }
 
     /// Passages indexed.
@@ -269,7 +273,7 @@ impl Bm25 {
 
     /// The distinct analyzed terms of `query`, in order of first appearance.
     fn terms(&self, query: &str) -> Vec<Term> {
-        let mut analyzer = analyzer();
+        let mut analyzer = self.analyzer.clone();
         let mut stream = analyzer.token_stream(query);
         let mut terms: Vec<Term> = Vec::new();
         while let Some(token) = stream.next() {
