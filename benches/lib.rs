@@ -44,3 +44,82 @@ pub fn sgemm_gflops(n: usize) -> f64 {
     }
     (threads * 2 * n * n * n) as f64 / best / 1e9
 }
+
+/// Measured peak single-precision multiply-add rate of this machine in GFLOP/s, the compute bound
+/// of exact search: every rayon thread runs fused multiply-adds on 24 independent registers and
+/// nothing else (AVX-512 where the CPU has it, else AVX2 with FMA), the best of five rounds,
+/// counting 2 flops per lane. `None` on a CPU with neither (or off x86-64).
+pub fn fma_peak_gflops() -> Option<f64> {
+    use rayon::prelude::*;
+    #[cfg(target_arch = "x86_64")]
+    {
+        let lanes = if std::arch::is_x86_feature_detected!("avx512f") {
+            16
+        } else if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            8
+        } else {
+            return None;
+        };
+        const STEPS: usize = 20_000_000;
+        let threads = rayon::current_num_threads();
+        let mut best = f64::INFINITY;
+        for _ in 0..5 {
+            let start = Instant::now();
+            (0..threads).into_par_iter().for_each(|t| {
+                std::hint::black_box(fma::run(lanes, STEPS, t as f32));
+            });
+            best = best.min(start.elapsed().as_secs_f64());
+        }
+        Some((threads * STEPS * fma::ACCUMULATORS * lanes * 2) as f64 / best / 1e9)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod fma {
+    use std::arch::x86_64::{
+        __m256, __m512, _mm256_add_ps, _mm256_fmadd_ps, _mm256_set1_ps, _mm256_storeu_ps, _mm512_fmadd_ps,
+        _mm512_reduce_add_ps, _mm512_set1_ps,
+    };
+
+    pub(crate) const ACCUMULATORS: usize = 24;
+
+    /// `steps` rounds of one multiply-add into each accumulator; returns their sum so the work is
+    /// kept. `lanes` (16 or 8) says which kernel [`super::fma_peak_gflops`] checked the CPU for.
+    pub(crate) fn run(lanes: usize, steps: usize, seed: f32) -> f32 {
+        // SAFETY: the caller checked AVX-512F (16 lanes) or AVX2 and FMA (8 lanes) at run time.
+        unsafe { if lanes == 16 { avx512(steps, seed) } else { avx2(steps, seed) } }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    fn avx512(steps: usize, seed: f32) -> f32 {
+        let (x, y) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(seed * 1e-9));
+        let mut acc: [__m512; ACCUMULATORS] = [_mm512_set1_ps(1.0); ACCUMULATORS];
+        for _ in 0..steps {
+            for a in acc.iter_mut() {
+                *a = _mm512_fmadd_ps(*a, x, y);
+            }
+        }
+        acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn avx2(steps: usize, seed: f32) -> f32 {
+        let (x, y) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(seed * 1e-9));
+        // Of AVX2's 16 registers two hold the operands: 12 accumulators, run twice per step so
+        // the count of multiply-adds matches the AVX-512 kernel's.
+        let mut acc: [__m256; ACCUMULATORS / 2] = [_mm256_set1_ps(1.0); ACCUMULATORS / 2];
+        for _ in 0..steps * 2 {
+            for a in acc.iter_mut() {
+                *a = _mm256_fmadd_ps(*a, x, y);
+            }
+        }
+        let sum = acc.iter().fold(_mm256_set1_ps(0.0), |s, &a| _mm256_add_ps(s, a));
+        let mut out = [0f32; 8];
+        // SAFETY: `out` holds 8 floats.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), sum) };
+        out.iter().sum()
+    }
+}

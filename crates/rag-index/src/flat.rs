@@ -1,13 +1,20 @@
 //! Exact maximum-inner-product search: the ground truth for recall, and the right index below about
 //! 100k passages.
 //!
-//! Search is a blocked matrix product: the stored vectors are split into one chunk per thread
-//! (rayon), each chunk is walked in blocks of [`ROW_BLOCK`] rows, and each block's scores against
-//! blocks of up to [`QUERY_BLOCK`] queries come from one SGEMM (the `gemm` crate, which picks
-//! AVX-512, AVX2/FMA or scalar kernels at run time). Rows are the outer loop, so the stored vectors
-//! cross memory once per search whatever the number of queries (queries the inner one stay in
-//! cache). A per-query top-k heap then scans the block's scores, rejecting most with a single
-//! comparison against the heap's worst kept score. Per-thread heaps are merged at the end.
+//! Search splits the stored vectors into one chunk per thread (rayon) and keeps a top-k heap per
+//! query; per-thread heaps are merged at the end. Rows are the outer loop, so the stored vectors
+//! cross memory once per search whatever the number of queries. Two paths score a chunk:
+//!
+//! - **On a CPU with AVX-512F** (detected at run time), a fused scan (`flat_avx512.rs`): the
+//!   queries packed once into panels of 16, the rows read in place, 8 rows × 48 queries of scores
+//!   held in registers and tested against the queries' thresholds there, so no score matrix is
+//!   written. It runs within 10% of the core's multiply-add peak (docs/index.md, "Exact search").
+//! - **Elsewhere** (AVX2, baseline x86-64, other architectures), the general path: each block of
+//!   [`ROW_BLOCK`] rows is scored against blocks of up to [`QUERY_BLOCK`] queries by one SGEMM (the
+//!   `gemm` crate, which picks AVX2/FMA or scalar kernels at run time), then a scan of the block's
+//!   scores rejects most with one comparison against the heap's worst kept score.
+//!
+//! Both paths return the same hits; [`FlatIndex::search_on`] picks one, for tests and benchmarks.
 
 use std::path::Path;
 
@@ -26,6 +33,27 @@ pub const ROW_BLOCK: usize = 1024;
 pub const QUERY_BLOCK: usize = 256;
 /// A thread gets at least this many rows, so small indexes are not split into overhead.
 const MIN_ROWS_PER_TASK: usize = 8192;
+
+/// The queries of one search, laid out for the path that scans them.
+enum Queries {
+    /// Packed into panels for the fused AVX-512 scan.
+    #[cfg(target_arch = "x86_64")]
+    Packed(crate::flat_avx512::PackedQueries),
+    /// Row-major, for the SGEMM path.
+    RowMajor { values: Vec<f32>, n: usize },
+}
+
+impl Queries {
+    /// The fused AVX-512 scan where the CPU has it and `fused` allows it, else the SGEMM path.
+    fn for_this_cpu(values: Vec<f32>, n: usize, dim: usize, fused: bool) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if fused && crate::flat_avx512::available() {
+            return Self::Packed(crate::flat_avx512::PackedQueries::new(&values, dim));
+        }
+        let _ = (dim, fused);
+        Self::RowMajor { values, n }
+    }
+}
 
 /// Exact inner-product (or cosine) search over f32 vectors kept in memory.
 ///
@@ -62,6 +90,32 @@ impl FlatIndex {
         self.table.ids()
     }
 
+    /// [`VectorIndex::search`], on the fused AVX-512 scan where the CPU has it and `fused` is true,
+    /// else on the general SGEMM path. Both return the same hits (up to rounding of the scores):
+    /// the general path is public so benchmarks can measure one against the other.
+    pub fn search_on(&self, queries: &[f32], k: usize, fused: bool) -> Result<SearchResults> {
+        let dim = self.table.dim();
+        let (n_queries, queries) = check_queries(dim, self.table.metric(), queries, k)?;
+        let mut out = SearchResults::padded(n_queries, k, dim);
+        let n = self.table.len();
+        if n == 0 || n_queries == 0 {
+            return Ok(out);
+        }
+        let queries = Queries::for_this_cpu(queries, n_queries, dim, fused);
+        let tasks = (n / MIN_ROWS_PER_TASK).clamp(1, rayon::current_num_threads());
+        let per_task = n.div_ceil(tasks);
+        let heaps = (0..tasks)
+            .into_par_iter()
+            .map(|t| self.scan(&queries, k, t * per_task..((t + 1) * per_task).min(n)))
+            .reduce_with(|mut a, b| {
+                a.iter_mut().zip(b).for_each(|(x, y)| x.merge(y));
+                a
+            })
+            .expect("at least one task");
+        out.par_queries_mut().zip(heaps).for_each(|(mut slot, heap)| slot.fill(&heap.into_sorted(), &self.table));
+        Ok(out)
+    }
+
     pub(crate) fn from_file(path: &Path, header: Header, bytes: &[u8]) -> Result<Self> {
         if header.scalar != 1 {
             return Err(IndexError::corrupt(
@@ -74,8 +128,25 @@ impl FlatIndex {
         Ok(Self { table })
     }
 
-    /// Scores rows `rows` of the table against all queries, keeping per-query top-k heaps.
-    fn scan(&self, queries: &[f32], n_queries: usize, k: usize, rows: std::ops::Range<usize>) -> Vec<TopK> {
+    /// The top `k` of rows `rows` for every query, on the fastest path this CPU has.
+    fn scan(&self, queries: &Queries, k: usize, rows: std::ops::Range<usize>) -> Vec<TopK> {
+        match queries {
+            #[cfg(target_arch = "x86_64")]
+            Queries::Packed(packed) => {
+                let table = crate::flat_avx512::Rows {
+                    data: self.table.data(),
+                    ids: self.table.ids(),
+                    inv_norms: (self.table.metric() == Metric::Cosine).then(|| self.table.inv_norms()),
+                };
+                crate::flat_avx512::scan(packed, &table, k, rows)
+            }
+            Queries::RowMajor { values, n } => self.scan_gemm(values, *n, k, rows),
+        }
+    }
+
+    /// The general path: blocks of scores from the SGEMM, then a scan of each block against the
+    /// per-query top-k heaps.
+    fn scan_gemm(&self, queries: &[f32], n_queries: usize, k: usize, rows: std::ops::Range<usize>) -> Vec<TopK> {
         let dim = self.table.dim();
         let data = self.table.data();
         let ids = self.table.ids();
@@ -156,25 +227,7 @@ impl VectorIndex for FlatIndex {
     }
 
     fn search(&self, queries: &[f32], k: usize) -> Result<SearchResults> {
-        let dim = self.table.dim();
-        let (n_queries, queries) = check_queries(dim, self.table.metric(), queries, k)?;
-        let mut out = SearchResults::padded(n_queries, k, dim);
-        let n = self.table.len();
-        if n == 0 || n_queries == 0 {
-            return Ok(out);
-        }
-        let tasks = (n / MIN_ROWS_PER_TASK).clamp(1, rayon::current_num_threads());
-        let per_task = n.div_ceil(tasks);
-        let heaps = (0..tasks)
-            .into_par_iter()
-            .map(|t| self.scan(&queries, n_queries, k, t * per_task..((t + 1) * per_task).min(n)))
-            .reduce_with(|mut a, b| {
-                a.iter_mut().zip(b).for_each(|(x, y)| x.merge(y));
-                a
-            })
-            .expect("at least one task");
-        out.par_queries_mut().zip(heaps).for_each(|(mut slot, heap)| slot.fill(&heap.into_sorted(), &self.table));
-        Ok(out)
+        self.search_on(queries, k, true)
     }
 
     fn save(&self, path: &Path) -> Result<()> {

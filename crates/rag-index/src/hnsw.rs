@@ -219,7 +219,8 @@ impl HnswIndex {
                 reason: "must be between 1 and 2^32 - 1".into(),
             });
         }
-        let index = Index::new(&config.options(dim)).map_err(usearch_err)?;
+        let mut index = Index::new(&config.options(dim)).map_err(usearch_err)?;
+        use_own_distance(&mut index, &config, dim);
         Ok(Self {
             config,
             table: VectorTable::new(dim, config.metric),
@@ -246,7 +247,8 @@ impl HnswIndex {
 
     /// A fresh graph over every vector of the side store.
     fn build_graph(&self) -> Result<Index> {
-        let index = Index::new(&self.config.options(self.table.dim())).map_err(usearch_err)?;
+        let mut index = Index::new(&self.config.options(self.table.dim())).map_err(usearch_err)?;
+        use_own_distance(&mut index, &self.config, self.table.dim());
         index.reserve_capacity_and_threads(self.table.len(), self.slots.total).map_err(usearch_err)?;
         let bar = progress::items_bar(self.table.len() as u64, "rebuilding HNSW graph");
         (0..self.table.len()).into_par_iter().try_for_each(|row| {
@@ -361,8 +363,10 @@ impl HnswIndex {
                 ),
             ));
         }
-        let index = Index::new(&opts).map_err(usearch_err)?;
+        let mut index = Index::new(&opts).map_err(usearch_err)?;
         index.load_from_buffer(blob).map_err(|e| IndexError::corrupt(path, format!("graph: {e}")))?;
+        // Loading resets usearch to its built-in metric: this crate's kernel goes back in after.
+        use_own_distance(&mut index, &config, header.dim);
         let slots = ThreadSlots::new(Self::threads());
         index.reserve_capacity_and_threads(index.capacity().max(table.len()), slots.total).map_err(usearch_err)?;
         index.change_expansion_search(config.expansion_search);
@@ -378,6 +382,34 @@ impl HnswIndex {
         }
         Ok(Self { config, table, index, i8_scale, churn: 0, slots })
     }
+}
+
+/// Makes usearch compute f32 distances with this crate's kernels ([`crate::distance`]: f32
+/// accumulators, AVX-512 or AVX2 picked at run time) instead of numkong's, which sums f32 inner
+/// products in f64 one register at a time and was half of an HNSW search's time here. The
+/// distances are usearch's own definitions: `1 − a·b` under the inner product, `1 − a·b / (|a| |b|)`
+/// under cosine. f16 and i8 storage keep usearch's kernels. usearch resets a loaded index to its
+/// built-in metric, so this runs after every load as well as on every new index.
+#[allow(unsafe_code)]
+fn use_own_distance(index: &mut Index, config: &HnswConfig, dim: usize) {
+    if config.storage != Storage::F32 {
+        return;
+    }
+    // SAFETY (both closures): usearch calls the metric with two vectors of this index, each `dim`
+    // f32 values (its dimension, fixed when the index was made), valid for the call.
+    let metric: Box<dyn Fn(*const f32, *const f32) -> f32 + Send + Sync> = match config.metric {
+        Metric::InnerProduct => Box::new(move |a, b| {
+            let (a, b) = unsafe { (std::slice::from_raw_parts(a, dim), std::slice::from_raw_parts(b, dim)) };
+            1.0 - crate::distance::dot(a, b)
+        }),
+        Metric::Cosine => Box::new(move |a, b| {
+            let (a, b) = unsafe { (std::slice::from_raw_parts(a, dim), std::slice::from_raw_parts(b, dim)) };
+            let (ab, aa, bb) = crate::distance::dot_and_norms(a, b);
+            // A zero vector has no direction (this crate refuses them under cosine).
+            if aa == 0.0 || bb == 0.0 { 1.0 } else { 1.0 - ab / (aa * bb).sqrt() }
+        }),
+    };
+    index.change_metric(metric);
 }
 
 /// Rounds `v × scale` to i8, clamping to ±127.

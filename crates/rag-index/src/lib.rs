@@ -27,9 +27,12 @@
 //! # Ok::<(), rag_index::IndexError>(())
 //! ```
 
+mod distance;
 mod error;
 mod file;
 mod flat;
+#[cfg(target_arch = "x86_64")]
+mod flat_avx512;
 mod fvecs;
 mod gemm;
 mod hnsw;

@@ -352,17 +352,9 @@ impl VectorTable {
     }
 }
 
+/// `a · b` on this CPU's widest vectors ([`crate::distance`]).
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight independent accumulators let the compiler vectorize without reassociating a single sum.
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ac.zip(bc) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
+    crate::distance::dot(a, b)
 }
 
 pub(crate) fn norm(v: &[f32]) -> f32 {

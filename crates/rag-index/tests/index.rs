@@ -71,27 +71,58 @@ proptest! {
         let ids: Vec<u64> = (0..n as u64).map(|i| i * 3 + 1).collect();
         let mut index = FlatIndex::new(dim, metric).unwrap();
         index.add(&ids, &data).unwrap();
-        let res = index.search(&queries, k).unwrap();
-        for q in 0..nq {
-            let truth = brute(&ids, &data, dim, &queries[q * dim..(q + 1) * dim], n, metric);
-            let found = res.found(q);
-            prop_assert_eq!(found, k.min(n));
-            for j in 0..found {
-                let (tid, ts) = truth[j];
-                let (id, s) = (res.ids(q)[j], res.scores(q)[j] as f64);
-                prop_assert!((s - ts).abs() <= 1e-4 * (1.0 + ts.abs()), "query {} hit {}: score {} vs {}", q, j, s, ts);
-                // Near-ties may swap under f32 rounding; a different id must have an equal true score.
-                if id != tid {
-                    let other = truth.iter().find(|t| t.0 == id).map(|t| t.1);
-                    prop_assert!(other.is_some_and(|o| (o - ts).abs() <= 1e-4 * (1.0 + ts.abs())), "query {} hit {}: id {} vs {}", q, j, id, tid);
+        // Both paths: the fused AVX-512 scan (where this CPU has it; `search` takes it) and the
+        // general SGEMM path.
+        for fused in [true, false] {
+            let res = index.search_on(&queries, k, fused).unwrap();
+            for q in 0..nq {
+                let truth = brute(&ids, &data, dim, &queries[q * dim..(q + 1) * dim], n, metric);
+                let found = res.found(q);
+                prop_assert_eq!(found, k.min(n));
+                for j in 0..found {
+                    let (tid, ts) = truth[j];
+                    let (id, s) = (res.ids(q)[j], res.scores(q)[j] as f64);
+                    prop_assert!((s - ts).abs() <= 1e-4 * (1.0 + ts.abs()), "query {} hit {}: score {} vs {}", q, j, s, ts);
+                    // Near-ties may swap under f32 rounding; a different id must have an equal true score.
+                    if id != tid {
+                        let other = truth.iter().find(|t| t.0 == id).map(|t| t.1);
+                        prop_assert!(other.is_some_and(|o| (o - ts).abs() <= 1e-4 * (1.0 + ts.abs())), "query {} hit {}: id {} vs {}", q, j, id, tid);
+                    }
+                    prop_assert!(!res.ids(q)[..j].contains(&id), "id {} returned twice", id);
+                    let row = ((id - 1) / 3) as usize;
+                    prop_assert_eq!(res.vector(q, j), &data[row * dim..(row + 1) * dim]);
                 }
-                prop_assert!(!res.ids(q)[..j].contains(&id), "id {} returned twice", id);
-                let row = ((id - 1) / 3) as usize;
-                prop_assert_eq!(res.vector(q, j), &data[row * dim..(row + 1) * dim]);
+                for j in found..k {
+                    prop_assert_eq!(res.ids(q)[j], NO_ID);
+                    prop_assert_eq!(res.scores(q)[j], f32::NEG_INFINITY);
+                }
             }
-            for j in found..k {
-                prop_assert_eq!(res.ids(q)[j], NO_ID);
-                prop_assert_eq!(res.scores(q)[j], f32::NEG_INFINITY);
+        }
+    }
+}
+
+/// The paths agree at a real embedding width (384, the fused scan's dimension loop far longer than
+/// a tile) across row tiles, row blocks and query panels that do not divide the sizes.
+#[test]
+fn flat_search_paths_agree_at_embedding_width() {
+    let (dim, n, nq, k) = (384, 2_500, 37, 10);
+    for metric in [Metric::InnerProduct, Metric::Cosine] {
+        let dist = Clustered::new(dim, 16, 0.5, 11);
+        let data = dist.sample(n, 3);
+        let queries = dist.sample(nq, 4);
+        let ids: Vec<u64> = (0..n as u64).map(|i| 1000 + i).collect();
+        let mut index = FlatIndex::new(dim, metric).unwrap();
+        index.add(&ids, &data).unwrap();
+        let (fused, general) =
+            (index.search_on(&queries, k, true).unwrap(), index.search_on(&queries, k, false).unwrap());
+        for q in 0..nq {
+            let truth = brute(&ids, &data, dim, &queries[q * dim..(q + 1) * dim], k, metric);
+            let want: Vec<u64> = truth.iter().map(|t| t.0).collect();
+            assert_eq!(fused.ids(q), &want[..], "fused, query {q}, {metric}");
+            assert_eq!(general.ids(q), &want[..], "general, query {q}, {metric}");
+            for j in 0..k {
+                let (a, b) = (fused.scores(q)[j], general.scores(q)[j]);
+                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "query {q} hit {j}: {a} vs {b}");
             }
         }
     }
@@ -119,6 +150,31 @@ fn hnsw_recall_on_clustered_data() {
             assert!((dot - res.scores(0)[j]).abs() < 1e-5);
             assert_eq!(v, exact.vector(res.ids(0)[j]).unwrap());
         }
+    }
+}
+
+/// HNSW on f32 storage measures with this crate's distance kernel, not usearch's, under both
+/// metrics at an embedding width; a loaded index (usearch resets it to its built-in metric before
+/// the kernel goes back in) returns the same hits as the one saved.
+#[test]
+fn hnsw_f32_under_both_metrics_at_embedding_width_survives_a_reload() {
+    let (dim, n, nq, k) = (384, 5_000, 50, 10);
+    let dist = Clustered::new(dim, 32, 0.6, 5);
+    let data = dist.sample(n, 6);
+    let queries = dist.sample(nq, 7);
+    let ids: Vec<u64> = (0..n as u64).collect();
+    let dir = tempfile::tempdir().unwrap();
+    for metric in [Metric::InnerProduct, Metric::Cosine] {
+        let mut exact = FlatIndex::new(dim, metric).unwrap();
+        exact.add(&ids, &data).unwrap();
+        let mut h = HnswIndex::new(dim, HnswConfig { metric, ..Default::default() }).unwrap();
+        h.add(&ids, &data).unwrap();
+        let r = recall(&h, &exact, &queries, k);
+        assert!(r >= 0.95, "{metric}: recall@{k} = {r}");
+        let path = dir.path().join(format!("{metric}.rix"));
+        h.save(&path).unwrap();
+        let loaded = HnswIndex::load(&path).unwrap();
+        assert_eq!(loaded.search(&queries, k).unwrap().ids, h.search(&queries, k).unwrap().ids, "{metric}");
     }
 }
 
