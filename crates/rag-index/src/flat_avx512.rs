@@ -21,8 +21,9 @@
 //! Blocking: the rows are walked in blocks of [`ROW_BLOCK`](crate::ROW_BLOCK) (1.5 MiB at 384
 //! dimensions, re-read from the last-level cache once per block of queries), the queries in
 //! blocks of [`BLOCK_PANELS`] panels (360 KiB at 384 dimensions, kept in L2). The tile shape and
-//! chunk were measured on this project's AVX-512 machine (docs/speed.md): every shape from 8 × 3
-//! to 14 × 2 and chunks from 64 to the whole dimension ran at 104–108 GFLOP/s on one core.
+//! chunk were measured on this project's AVX-512 machine (docs/index.md): shapes from 8 × 3 to
+//! 14 × 2 and chunks from 64 to the whole dimension ran at 98–108 GFLOP/s on one core, 8 × 3 with
+//! chunks of 128 at the top of that range.
 //!
 //! This module is compiled on x86-64 only and entered only after [`available`] said the CPU has
 //! AVX-512F; everywhere else exact search takes the general path, which dispatches AVX2 / scalar
