@@ -50,9 +50,9 @@ pub fn sgemm_gflops(n: usize) -> f64 {
 /// nothing else (AVX-512 where the CPU has it, else AVX2 with FMA), the best of five rounds,
 /// counting 2 flops per lane. `None` on a CPU with neither (or off x86-64).
 pub fn fma_peak_gflops() -> Option<f64> {
-    use rayon::prelude::*;
     #[cfg(target_arch = "x86_64")]
     {
+        use rayon::prelude::*;
         let lanes = if std::arch::is_x86_feature_detected!("avx512f") {
             16
         } else if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
