@@ -36,6 +36,7 @@ mod flat_avx512;
 mod fvecs;
 mod gemm;
 mod hnsw;
+mod hnsw_graph;
 mod index;
 mod progress;
 mod store;

@@ -178,6 +178,45 @@ fn hnsw_f32_under_both_metrics_at_embedding_width_survives_a_reload() {
     }
 }
 
+/// The crate's own search of usearch's graph (four distances at a time) and usearch's search walk
+/// the same graph to the same hits, under both metrics and several list sizes; once a removal
+/// leaves usearch a tombstone it declines and usearch searches, and after an add it reads the
+/// changed graph again.
+#[test]
+fn hnsw_own_search_finds_what_usearch_finds_on_the_same_graph() {
+    let (dim, n, nq, k) = (384, 4_000, 60, 10);
+    let dist = Clustered::new(dim, 32, 0.6, 8);
+    let data = dist.sample(n, 9);
+    let queries = dist.sample(nq, 10);
+    let ids: Vec<u64> = (0..n as u64).collect();
+    for metric in [Metric::InnerProduct, Metric::Cosine] {
+        let mut h = HnswIndex::new(dim, HnswConfig { metric, ..Default::default() }).unwrap();
+        h.add(&ids, &data).unwrap();
+        assert!(h.searches_own_graph(), "{metric}");
+        for (ef, rerank) in [(10, 1), (16, 1), (64, 2)] {
+            h.set_expansion_search(ef).unwrap();
+            h.set_rerank(rerank).unwrap();
+            let own = h.search_on(&queries, k, true).unwrap();
+            let theirs = h.search_on(&queries, k, false).unwrap();
+            let same = own.ids.iter().zip(&theirs.ids).filter(|(a, b)| a == b).count();
+            // Ties and last-bit differences in the sums may swap neighbours, never more.
+            assert!(same as f64 >= 0.99 * own.ids.len() as f64, "{metric} ef {ef}: {same} of {} agree", own.ids.len());
+            for q in 0..nq {
+                assert!(own.scores(q).windows(2).all(|w| w[0] >= w[1]), "{metric} ef {ef}: query {q} out of order");
+            }
+        }
+        // A removed id is never returned (usearch searches while its tombstone stands)...
+        let gone: Vec<u64> = h.search(&queries[..dim], 3).unwrap().ids;
+        h.remove(&gone).unwrap();
+        assert!(!h.searches_own_graph(), "{metric}");
+        assert!(h.search(&queries, k).unwrap().ids.iter().all(|id| !gone.contains(id)), "{metric}");
+        // ... and a vector added afterwards is found, as its own nearest neighbour.
+        let fresh: Vec<f32> = queries[dim..2 * dim].iter().map(|x| x * 3.0).collect();
+        h.add(&[n as u64 + 7], &fresh).unwrap();
+        assert_eq!(h.search(&fresh, 1).unwrap().ids, vec![n as u64 + 7], "{metric}");
+    }
+}
+
 #[test]
 fn every_kind_updates_in_place() {
     let dim = 8;
