@@ -96,7 +96,7 @@ pub fn hnsw(dir: &Path, options: &Options) -> Result<Side> {
     let chosen = at_recall(&sweep);
     Ok(
         json!({"unit": format!("{QUERIES} queries"), "seconds": chosen.map(|c| vec![c["seconds"].clone()]).unwrap_or_default(),
-              "sweep": sweep, "build_seconds": build_seconds, "n": n, "library": "rag-rs HnswIndex (usearch 2.26)"}),
+              "sweep": sweep, "build_seconds": build_seconds, "n": n, "library": "rag-rs HnswIndex (usearch 2.26 builds, own search)"}),
     )
 }
 
