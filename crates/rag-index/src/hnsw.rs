@@ -569,6 +569,7 @@ impl VectorIndex for HnswIndex {
     /// the index, the side store is updated and the graph rebuilt from it (see `churn`).
     fn update(&mut self, ids: &[u64], vectors: &[f32]) -> Result<()> {
         self.table.check_batch(ids, vectors, true)?;
+        // Every path below changes the graph or the side store: read the graph again on use.
         self.graph = OnceLock::new();
         if 2 * (self.churn + ids.len()) <= self.table.len() {
             self.remove(ids)?;
@@ -593,7 +594,6 @@ impl VectorIndex for HnswIndex {
             Ok(index) => {
                 self.index = index;
                 self.churn = 0;
-                self.graph = OnceLock::new();
                 Ok(())
             }
             Err(e) => {

@@ -359,9 +359,10 @@ impl VectorTable {
 /// Asks Linux to back `v`'s allocation with transparent huge pages (2 MiB) where the system
 /// allows them on request (`/sys/kernel/mm/transparent_hugepage/enabled` = `madvise`, Debian's
 /// default, or `always`). HNSW search reads a few hundred vectors per query at random rows, and
-/// with 4 KiB pages nearly every one is also a TLB miss: asking for huge pages took usearch's
-/// search of 100k × 384 from 44.5 to 39 ms here. Called before the new capacity is written, so
-/// the pages are huge from their first touch. Advice only: a refusal changes nothing.
+/// with 4 KiB pages nearly every one is also a TLB miss: asking for huge pages took this crate's
+/// HNSW search of 100k × 384 (1,000 queries, two threads, release) from 29.9 to 26.5–27.9 ms here.
+/// Called when the allocation has just grown, before the new rows are written, so their pages are
+/// huge from their first touch. Advice only: a refusal changes nothing.
 #[allow(unsafe_code)]
 fn advise_huge_pages(v: &Vec<f32>) {
     #[cfg(target_os = "linux")]
