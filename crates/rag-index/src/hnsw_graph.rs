@@ -30,7 +30,7 @@ use std::cell::RefCell;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
-use crate::vectors::{Candidate, Metric, VectorTable};
+use crate::vectors::{Candidate, VectorTable};
 
 /// Bytes of usearch's dense head, after the vectors.
 const HEAD_BYTES: usize = 64;
@@ -165,11 +165,9 @@ impl Graph {
             for level in (1..=self.max_level).rev() {
                 loop {
                     let neighbors = self.neighbors(closest, level);
-                    batch.clear();
-                    batch.extend_from_slice(neighbors);
-                    measure.many(&self.rows, batch, distances);
+                    measure.many(&self.rows, neighbors, distances);
                     let before = closest;
-                    for (&slot, &distance) in batch.iter().zip(distances.iter()) {
+                    for (&slot, &distance) in neighbors.iter().zip(distances.iter()) {
                         if distance < closest_distance {
                             (closest, closest_distance) = (slot, distance);
                         }
@@ -300,16 +298,8 @@ struct Measure<'a> {
 }
 
 impl Measure<'_> {
-    fn scale(&self, row: usize) -> f32 {
-        match self.table.metric() {
-            Metric::InnerProduct => 1.0,
-            Metric::Cosine => self.table.inv_norms()[row],
-        }
-    }
-
     fn one(&self, row: u32) -> f32 {
-        let row = row as usize;
-        -crate::distance::dot(self.query, self.table.row(row)) * self.scale(row)
+        -self.table.score(self.query, row as usize)
     }
 
     /// The distances of `slots` (through `rows`) into `out`, four vectors at a time.
@@ -323,7 +313,7 @@ impl Measure<'_> {
                 self.query,
                 [self.table.row(r[0]), self.table.row(r[1]), self.table.row(r[2]), self.table.row(r[3])],
             );
-            out.extend((0..4).map(|j| -dots[j] * self.scale(r[j])));
+            out.extend((0..4).map(|j| -self.table.score_of_dot(dots[j], r[j])));
             i += 4;
         }
         while i < slots.len() {
@@ -340,6 +330,7 @@ mod tests {
     use super::*;
     use crate::hnsw::HnswConfig;
     use crate::synthetic::Clustered;
+    use crate::vectors::Metric;
 
     const DIM: usize = 8;
 

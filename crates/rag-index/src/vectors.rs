@@ -348,10 +348,15 @@ impl VectorTable {
 
     /// The exact score of a query (already normalized under the cosine metric) against a row.
     pub(crate) fn score(&self, query: &[f32], row: usize) -> f32 {
-        let d = dot(query, self.row(row));
+        self.score_of_dot(dot(query, self.row(row)), row)
+    }
+
+    /// The score of a row whose inner product with the query is `dot` (computed elsewhere, e.g.
+    /// four rows at a time).
+    pub(crate) fn score_of_dot(&self, dot: f32, row: usize) -> f32 {
         match self.metric {
-            Metric::InnerProduct => d,
-            Metric::Cosine => d * self.inv_norms[row],
+            Metric::InnerProduct => dot,
+            Metric::Cosine => dot * self.inv_norms[row],
         }
     }
 }
